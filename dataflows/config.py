@@ -1,0 +1,210 @@
+"""Settings: every ``FLEAD_*`` environment variable, parsed and checked once at start-up."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dataflows.replay_files import replay_files
+from operators.device import DetectionSettings
+from operators.messages import MessageLimits
+
+BUNDLED_DATA = Path(__file__).resolve().parent.parent / "data" / "nab"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or wrong; the message names the variable."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be a whole number of at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be a whole number of at least 0")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError("must be a finite number of at least 0")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise ValueError("must be between 0 and 1 (exclusive)")
+    return value
+
+
+def _flag(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false (1/0, yes/no, on/off)")
+
+
+def _field_list(text: str) -> frozenset[str] | None:
+    names = frozenset(name.strip() for name in text.split(",") if name.strip())
+    return names or None
+
+
+def _text(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text.strip()
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    parse: Callable[[str], Any]
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("FLEAD_INPUT", str(BUNDLED_DATA), _text,
+            "What to read: a JSON Lines file, a CSV file, a directory of them (replay), or `kafka`."),
+    Setting("FLEAD_OUT_DIR", "flead-out", _text, "Where the JSON Lines outputs and `summary.json` go."),
+    Setting("FLEAD_WINDOW", "100", _positive_int, "Readings in each field's rolling window."),
+    Setting("FLEAD_SHORT_WINDOW", "10", _positive_int,
+            "Readings in the short window that level-shift and spread features compare with the long one."),
+    Setting("FLEAD_WARMUP", "10", _positive_int, "Readings a field needs before its z-score counts."),
+    Setting("FLEAD_Z_WARNING", "2.5", _positive_float, "|z| at or above this is a `warning`."),
+    Setting("FLEAD_Z_CRITICAL", "3.0", _positive_float, "|z| at or above this is `critical`."),
+    Setting("FLEAD_ROUND_ROWS", "50", _positive_int, "A local round closes after this many readings..."),
+    Setting("FLEAD_ROUND_SECONDS", "60", _non_negative_float,
+            "...or after this many seconds of event time (0 = rows only)."),
+    Setting("FLEAD_FEDAVG_UPDATES", "20", _non_negative_int,
+            "A new global model after this many local updates (0 = time only)..."),
+    Setting("FLEAD_FEDAVG_SECONDS", "0", _non_negative_float,
+            "...or after this many seconds of event time since the last one (0 = off)."),
+    Setting("FLEAD_SHARDS", "64", _positive_int,
+            "Shard keys of the device stage (crc32(device_id) % shards); more shards spread better over workers."),
+    Setting("FLEAD_LABEL_COLUMN", "label", _text, "The ground-truth column (CSV) or key (JSON); never a feature."),
+    Setting("FLEAD_FIELDS", "", _field_list,
+            "Comma-separated telemetry fields; empty = every numeric field except the label."),
+    Setting("FLEAD_SCORES", "false", _flag, "Also write `scores.jsonl`, one row per processed reading."),
+    Setting("FLEAD_LEARNING_RATE", "0.05", _positive_float, "SGD learning rate of the local models."),
+    Setting("FLEAD_POSITIVE_WEIGHT", "5", _positive_float,
+            "Sample weight of an anomalous reading in local training (anomalies are rare)."),
+    Setting("FLEAD_SCORE_THRESHOLD", "0.5", _probability, "A model score at or above this flags an anomaly."),
+    Setting("FLEAD_MAX_MESSAGE_BYTES", "65536", _positive_int, "Larger messages are rejected."),
+    Setting("FLEAD_MAX_FIELDS", "32", _positive_int, "Messages with more telemetry fields are rejected."),
+    Setting("FLEAD_MAX_FUTURE_SECONDS", "86400", _non_negative_float,
+            "Messages stamped further than this ahead of the wall clock are rejected."),
+    Setting("FLEAD_BATCH_SIZE", "1000", _positive_int, "Records per replay batch."),
+    Setting("FLEAD_PROGRESS_SECONDS", "5", _non_negative_float, "Seconds between progress lines (0 = none)."),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    input: str
+    out_dir: Path
+    detection: DetectionSettings
+    limits: MessageLimits
+    fedavg_updates: int
+    fedavg_seconds: float
+    shards: int
+    scores: bool
+    batch_size: int
+    progress_seconds: float
+
+    @property
+    def input_path(self) -> Path:
+        return Path(self.input)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Parse every ``FLEAD_*`` variable; a wrong one raises :class:`ConfigError` naming it."""
+    environ = os.environ if environ is None else environ
+    known = {setting.name for setting in SETTINGS}
+    unknown = sorted(name for name in environ if name.startswith("FLEAD_") and name not in known)
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]} (known: see README.md)")
+    raw: dict[str, Any] = {}
+    for setting in SETTINGS:
+        text = environ.get(setting.name, setting.default)
+        try:
+            raw[setting.name] = setting.parse(text)
+        except ValueError as exc:
+            reason = str(exc) if not str(exc).startswith(("invalid literal", "could not convert")) else "is not a number"
+            raise ConfigError(f"{setting.name}={text!r}: {reason}") from None
+    if raw["FLEAD_Z_CRITICAL"] < raw["FLEAD_Z_WARNING"]:
+        raise ConfigError(
+            f"FLEAD_Z_CRITICAL={raw['FLEAD_Z_CRITICAL']} must not be below FLEAD_Z_WARNING={raw['FLEAD_Z_WARNING']}"
+        )
+    if raw["FLEAD_SHORT_WINDOW"] > raw["FLEAD_WINDOW"]:
+        raise ConfigError(f"FLEAD_SHORT_WINDOW={raw['FLEAD_SHORT_WINDOW']} must not exceed FLEAD_WINDOW")
+    if raw["FLEAD_FEDAVG_UPDATES"] == 0 and raw["FLEAD_FEDAVG_SECONDS"] == 0:
+        raise ConfigError("FLEAD_FEDAVG_UPDATES and FLEAD_FEDAVG_SECONDS are both 0: no global model would ever be made")
+    if raw["FLEAD_WINDOW"] < 2:
+        raise ConfigError("FLEAD_WINDOW must be at least 2")
+    source = raw["FLEAD_INPUT"]
+    if source != "kafka":
+        if not Path(source).exists():
+            raise ConfigError(f"FLEAD_INPUT={source!r}: no such file or directory")
+        try:
+            replay_files(Path(source))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"FLEAD_INPUT={source!r}: {exc}") from None
+    return Settings(
+        input=source,
+        out_dir=Path(raw["FLEAD_OUT_DIR"]),
+        detection=DetectionSettings(
+            window=raw["FLEAD_WINDOW"],
+            short_window=raw["FLEAD_SHORT_WINDOW"],
+            warmup=raw["FLEAD_WARMUP"],
+            z_warning=raw["FLEAD_Z_WARNING"],
+            z_critical=raw["FLEAD_Z_CRITICAL"],
+            round_rows=raw["FLEAD_ROUND_ROWS"],
+            round_seconds=raw["FLEAD_ROUND_SECONDS"],
+            learning_rate=raw["FLEAD_LEARNING_RATE"],
+            positive_weight=raw["FLEAD_POSITIVE_WEIGHT"],
+            score_threshold=raw["FLEAD_SCORE_THRESHOLD"],
+        ),
+        limits=MessageLimits(
+            max_bytes=raw["FLEAD_MAX_MESSAGE_BYTES"],
+            max_fields=raw["FLEAD_MAX_FIELDS"],
+            max_future_seconds=raw["FLEAD_MAX_FUTURE_SECONDS"],
+            label_key=raw["FLEAD_LABEL_COLUMN"],
+            fields=raw["FLEAD_FIELDS"],
+        ),
+        fedavg_updates=raw["FLEAD_FEDAVG_UPDATES"],
+        fedavg_seconds=raw["FLEAD_FEDAVG_SECONDS"],
+        shards=raw["FLEAD_SHARDS"],
+        scores=raw["FLEAD_SCORES"],
+        batch_size=raw["FLEAD_BATCH_SIZE"],
+        progress_seconds=raw["FLEAD_PROGRESS_SECONDS"],
+    )
+
+
+def settings_table() -> str:
+    """The README's table of settings, generated from :data:`SETTINGS` so the two cannot drift."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for setting in SETTINGS:
+        default = "bundled `data/nab`" if setting.name == "FLEAD_INPUT" else f"`{setting.default}`" if setting.default else "(empty)"
+        rows.append(f"| `{setting.name}` | {default} | {setting.help} |")
+    return "\n".join(rows)
+

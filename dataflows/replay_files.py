@@ -1,0 +1,171 @@
+"""Reading replay inputs: JSON Lines files and CSV files, merged into one stream in time order.
+
+- ``*.jsonl`` / ``*.ndjson``: one message per line in the schema of ``design.md`` (a ``*.json``
+  file too when it is named on its own; in a directory ``*.json`` is taken for metadata such
+  as NAB's label files, and skipped).
+- ``*.csv``: a ``timestamp`` column, numeric telemetry columns and an optional label column;
+  the device is the ``device_id`` column if there is one, else the path relative to the
+  replayed directory without ``.csv`` (the file's stem when a single file is replayed).
+
+Each file is expected in time order (as logs and exports are); files are merged by
+timestamp. A rejected row keeps its place in its file's order.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from operators.messages import (
+    InvalidMessage,
+    MessageLimits,
+    Rejection,
+    Telemetry,
+    decode_message,
+    excerpt,
+    validate_device_id,
+    validate_label,
+    validate_timestamp,
+)
+
+JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
+CSV_SUFFIX = ".csv"
+
+Record = Telemetry | Rejection
+
+
+def replay_files(path: Path) -> list[Path]:
+    """The files a replay of ``path`` reads, in a stable order."""
+    if path.is_file():
+        return [path]
+    files = sorted(
+        p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (*JSON_LINES_SUFFIXES, CSV_SUFFIX)
+    )
+    if not files:
+        raise FileNotFoundError(f"no .jsonl, .ndjson or .csv files under {path}")
+    return files
+
+
+def read_replay(path: Path, limits: MessageLimits) -> Iterator[Record]:
+    """Every row of every file under ``path``, valid or rejected, merged in timestamp order."""
+    files = replay_files(path)
+    root = path if path.is_dir() else path.parent
+    streams = [_timed(_read_file(file, root, limits, single=path.is_file())) for file in files]
+    if len(streams) == 1:
+        return (record for _, record in streams[0])
+    return (record for _, record in heapq.merge(*streams, key=lambda pair: pair[0]))
+
+
+def _timed(records: Iterator[Record]) -> Iterator[tuple[float, Record]]:
+    """Pair each record with a merge time; a rejection takes the time of the row before it."""
+    last = float("-inf")
+    for record in records:
+        if isinstance(record, Telemetry):
+            last = record.timestamp
+        yield last, record
+
+
+def _read_file(file: Path, root: Path, limits: MessageLimits, single: bool) -> Iterator[Record]:
+    if file.suffix.lower() == CSV_SUFFIX:
+        device_id = file.stem if single else file.relative_to(root).with_suffix("").as_posix()
+        return _read_csv(file, device_id, limits)
+    return _read_json_lines(file, limits)
+
+
+def _read_json_lines(file: Path, limits: MessageLimits) -> Iterator[Record]:
+    source = f"file:{file}"
+    with file.open("rb") as lines:
+        for line in lines:
+            if line.strip():
+                yield decode_message(line, source, limits)
+
+
+def _read_csv(file: Path, default_device_id: str, limits: MessageLimits) -> Iterator[Record]:
+    source = f"file:{file}"
+    with file.open(newline="", encoding="utf-8", errors="replace") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            return
+        try:
+            columns = CsvColumns(header, limits)
+        except InvalidMessage as exc:
+            yield Rejection(exc.reason, excerpt(",".join(header)), source, time.time(), f"line 1: {exc.detail}")
+            return
+        for row_number, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            try:
+                if columns.fields is None:
+                    columns.infer_fields(row)
+                yield columns.telemetry(row, default_device_id, limits)
+            except InvalidMessage as exc:
+                detail = f"line {row_number}: {exc.detail}" if exc.detail else f"line {row_number}"
+                yield Rejection(exc.reason, excerpt(",".join(row)), source, time.time(), detail)
+
+
+class CsvColumns:
+    """Which CSV column is the time, the device, the label, and the telemetry fields.
+
+    Without an explicit field list, the telemetry fields are the columns whose first
+    data row holds numbers, except the time, device and label columns.
+    """
+
+    def __init__(self, header: list[str], limits: MessageLimits) -> None:
+        names = [name.strip() for name in header]
+        if "timestamp" not in names:
+            raise InvalidMessage("missing_timestamp", "the CSV header has no timestamp column")
+        self.index = {name: i for i, name in enumerate(names)}
+        self.timestamp = self.index["timestamp"]
+        self.device = self.index.get("device_id")
+        self.label = self.index.get(limits.label_key)
+        self.reserved = {"timestamp", "device_id", limits.label_key}
+        self.fields: list[tuple[str, int]] | None = None
+        if limits.fields is not None:
+            missing = sorted(limits.fields - set(names))
+            if missing:
+                raise InvalidMessage("missing_field", f"the CSV header has no column {missing[0]}")
+            self.fields = [(name, self.index[name]) for name in sorted(limits.fields)]
+
+    def infer_fields(self, row: list[str]) -> None:
+        fields = []
+        for name, i in self.index.items():
+            if name in self.reserved or i >= len(row):
+                continue
+            try:
+                float(row[i])
+            except ValueError:
+                continue
+            fields.append((name, i))
+        if not fields:
+            raise InvalidMessage("missing_data", "no numeric telemetry column in the first row")
+        self.fields = fields
+
+    def telemetry(self, row: list[str], default_device_id: str, limits: MessageLimits) -> Telemetry:
+        if len(row) < len(self.index):
+            raise InvalidMessage("invalid_row", f"{len(row)} columns, the header has {len(self.index)}")
+        device_id = validate_device_id(row[self.device] if self.device is not None else default_device_id, limits)
+        timestamp = validate_timestamp(row[self.timestamp].strip(), limits, time.time())
+        values = {}
+        for name, i in self.fields or ():
+            try:
+                value = float(row[i])
+            except ValueError:
+                raise InvalidMessage("invalid_value", f"{name}={row[i][:40]!r} is not a number") from None
+            if value != value or value in (float("inf"), float("-inf")):
+                raise InvalidMessage("non_finite_value", f"{name} is {row[i]}")
+            values[name] = value
+        label = None
+        if self.label is not None and row[self.label].strip():
+            label = validate_label(_label_number(row[self.label]))
+        return Telemetry(device_id, timestamp, values, label)
+
+
+def _label_number(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text

@@ -1,0 +1,59 @@
+"""The replay input: rows of files in time order, plus global models from the loopback."""
+
+from __future__ import annotations
+
+from itertools import islice
+from pathlib import Path
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+
+from dataflows.loopback import LoopbackReader
+from dataflows.replay_files import Record, read_replay
+from operators.fedavg import GlobalModel
+from operators.messages import MessageLimits
+from operators.run_totals import SourceProgress
+
+ReplayItem = Record | GlobalModel | SourceProgress
+ReplayPosition = tuple[int, int]
+"""Rows emitted so far and the loopback offset: the merged stream is deterministic, so a
+resume re-reads the files and skips what was already emitted."""
+
+
+class _ReplayPartition(StatefulSourcePartition[ReplayItem, ReplayPosition]):
+    def __init__(
+        self, path: Path, limits: MessageLimits, batch_size: int, loopback: Path, resume: ReplayPosition | None
+    ) -> None:
+        rows_done, loopback_offset = resume if resume is not None else (0, None)
+        self._records = read_replay(path, limits)
+        if rows_done:
+            next(islice(self._records, rows_done - 1, rows_done), None)
+        self._rows_done = rows_done
+        self._batch_size = batch_size
+        self._loopback = LoopbackReader(loopback, loopback_offset)
+
+    def next_batch(self) -> list[ReplayItem]:
+        models = self._loopback.poll()
+        rows = list(islice(self._records, self._batch_size))
+        if not rows and not models:
+            raise StopIteration
+        self._rows_done += len(rows)
+        return [*models, *rows, SourceProgress(len(rows))]
+
+    def snapshot(self) -> ReplayPosition:
+        return self._rows_done, self._loopback.offset
+
+
+class ReplaySource(FixedPartitionedSource[ReplayItem, ReplayPosition]):
+    """One partition reads every file, so the merged stream keeps one global time order."""
+
+    def __init__(self, path: Path, limits: MessageLimits, batch_size: int, loopback: Path) -> None:
+        self._path = path
+        self._limits = limits
+        self._batch_size = batch_size
+        self._loopback = loopback
+
+    def list_parts(self) -> list[str]:
+        return ["replay"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: ReplayPosition | None) -> _ReplayPartition:
+        return _ReplayPartition(self._path, self._limits, self._batch_size, self._loopback, resume_state)

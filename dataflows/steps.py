@@ -1,0 +1,134 @@
+"""Thin Bytewax adapters: each stateful step feeds batches to one piece of plain logic."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from bytewax.operators import StatefulBatchLogic
+
+from operators.device import DetectionSettings
+from operators.evaluation import EvaluationAggregator
+from operators.fedavg import FedAvgAggregator, GlobalModel, LocalUpdate
+from operators.messages import Rejection, Telemetry
+from operators.run_totals import RunTotals, SourceProgress
+from operators.shard import EvaluationPartial, ShardCounters, ShardOutput, ShardState
+
+
+class ShardLogic(StatefulBatchLogic[Telemetry | GlobalModel, ShardOutput, ShardState]):
+    """The device stage for one shard key."""
+
+    def __init__(self, state: ShardState) -> None:
+        self.state = state
+
+    @classmethod
+    def builder(cls, settings: DetectionSettings, emit_scores: bool):
+        def build(resume: ShardState | None) -> ShardLogic:
+            return cls(resume if resume is not None else ShardState(settings, emit_scores))
+
+        return build
+
+    def on_batch(self, values: list[Telemetry | GlobalModel]) -> tuple[list[ShardOutput], bool]:
+        return self.state.process(values), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[ShardOutput], bool]:
+        return self.state.finish(), StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> ShardState:
+        return self.state
+
+
+class FedAvgLogic(StatefulBatchLogic[LocalUpdate, GlobalModel, FedAvgAggregator]):
+    def __init__(self, aggregator: FedAvgAggregator) -> None:
+        self.aggregator = aggregator
+
+    @classmethod
+    def builder(cls, every_updates: int, every_seconds: float):
+        def build(resume: FedAvgAggregator | None) -> FedAvgLogic:
+            return cls(resume if resume is not None else FedAvgAggregator(every_updates, every_seconds))
+
+        return build
+
+    def on_batch(self, values: list[LocalUpdate]) -> tuple[list[GlobalModel], bool]:
+        models = [model for update in values if (model := self.aggregator.add(update)) is not None]
+        return models, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> FedAvgAggregator:
+        return self.aggregator
+
+
+class EvaluationLogic(StatefulBatchLogic[EvaluationPartial, dict[str, Any], EvaluationAggregator]):
+    def __init__(self, aggregator: EvaluationAggregator) -> None:
+        self.aggregator = aggregator
+
+    @classmethod
+    def builder(cls, shards: int):
+        def build(resume: EvaluationAggregator | None) -> EvaluationLogic:
+            return cls(resume if resume is not None else EvaluationAggregator(shards))
+
+        return build
+
+    def on_batch(self, values: list[EvaluationPartial]) -> tuple[list[dict[str, Any]], bool]:
+        rows = [row for partial in values if (row := self.aggregator.add(partial.global_version, partial.counts))]
+        return rows, StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[dict[str, Any]], bool]:
+        return self.aggregator.finish(), StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> EvaluationAggregator:
+        return self.aggregator
+
+
+SummaryInput = SourceProgress | Rejection | ShardCounters | GlobalModel | EvaluationPartial
+
+
+class SummaryLogic(StatefulBatchLogic[SummaryInput, tuple[str, Any], RunTotals]):
+    """Adds up the run's totals; a progress line every few seconds, the summary at the end."""
+
+    def __init__(self, totals: RunTotals, progress_seconds: float) -> None:
+        self.totals = totals
+        self.progress_seconds = progress_seconds
+        self.started = time.monotonic()
+        self.next_progress = self._later()
+
+    @classmethod
+    def builder(cls, progress_seconds: float):
+        def build(resume: RunTotals | None) -> SummaryLogic:
+            return cls(resume if resume is not None else RunTotals(), progress_seconds)
+
+        return build
+
+    def _later(self) -> datetime | None:
+        if not self.progress_seconds:
+            return None
+        return datetime.now(timezone.utc) + timedelta(seconds=self.progress_seconds)
+
+    def on_batch(self, values: list[SummaryInput]) -> tuple[list[tuple[str, Any]], bool]:
+        totals = self.totals
+        for item in values:
+            if isinstance(item, ShardCounters):
+                totals.add_counters(item)
+            elif isinstance(item, SourceProgress):
+                totals.add_read(item)
+            elif isinstance(item, Rejection):
+                totals.add_rejection(item.reason)
+            elif isinstance(item, GlobalModel):
+                totals.add_global(item)
+            else:
+                totals.add_evaluation(item.counts)
+        return [], StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        return self.next_progress
+
+    def on_notify(self) -> tuple[list[tuple[str, Any]], bool]:
+        self.next_progress = self._later()
+        elapsed = time.monotonic() - self.started
+        return [("progress", f"{self.totals.progress_line()} · {elapsed:,.0f} s")], StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[tuple[str, Any]], bool]:
+        return [("summary", self.totals.summary())], StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> RunTotals:
+        return self.totals

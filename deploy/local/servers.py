@@ -1,0 +1,377 @@
+"""Real Kafka (KRaft, one node) and PostgreSQL servers for tests and demos, no Docker.
+
+Kafka runs from jars that Maven resolves into ``deploy/local/kafka/libs``; PostgreSQL
+from the distribution's ``initdb``/``pg_ctl``. Every server binds 127.0.0.1 only, lives
+in its own temp directory, and is stopped by its PID. Linux only (liveness is read from
+``/proc``).
+"""
+
+from __future__ import annotations
+
+import base64
+import glob
+import hashlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import psycopg
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+KAFKA_DIR = Path(__file__).resolve().parent / "kafka"
+KAFKA_LIBS = KAFKA_DIR / "libs"
+_LIBS_STAMP = KAFKA_LIBS / ".pom.sha256"
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _two_free_ports() -> tuple[int, int]:
+    first = free_port()
+    second = free_port()
+    while second == first:
+        second = free_port()
+    return first, second
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie counts as dead (nobody may ever reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _terminate(pid: int, sig: signal.Signals, grace: float) -> None:
+    """Send ``sig`` to ``pid``; SIGKILL it if it still runs after ``grace`` seconds."""
+    for send, wait in ((sig, grace), (signal.SIGKILL, 10.0)):
+        try:
+            os.kill(pid, send)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                return
+            time.sleep(0.05)
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def ensure_kafka_jars() -> Path:
+    """Make sure the broker's classpath is in ``KAFKA_LIBS`` and return that folder.
+
+    A stamp holding the pom's hash makes repeat calls free. Otherwise the folder is
+    rebuilt (stale jars of another Kafka version would poison the classpath), offline
+    first so a warm ``~/.m2`` needs no network, from Maven Central only if that fails.
+    """
+    digest = hashlib.sha256((KAFKA_DIR / "pom.xml").read_bytes()).hexdigest()
+    if _LIBS_STAMP.is_file() and _LIBS_STAMP.read_text() == digest:
+        return KAFKA_LIBS
+    shutil.rmtree(KAFKA_LIBS, ignore_errors=True)
+    mvn = ["mvn", "-B", "-q", "-f", str(KAFKA_DIR / "pom.xml")]
+    goal = "dependency:copy-dependencies"
+    for offline in (["-o"], []):
+        done = subprocess.run(
+            [*mvn, *offline, goal], check=False, capture_output=True, text=True
+        )
+        if done.returncode == 0:
+            break
+    else:
+        raise RuntimeError(f"mvn {goal} failed:\n{done.stdout}{done.stderr}")
+    _LIBS_STAMP.write_text(digest)
+    return KAFKA_LIBS
+
+
+def _kafka_cluster_id() -> str:
+    """A Kafka ``Uuid`` string like ``StorageTool random-uuid`` prints, without a JVM.
+
+    Kafka re-draws ids that start with '-' because they read as a command-line flag.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+class KafkaServer:
+    """A single-node Kafka broker+controller (KRaft) in a temp directory.
+
+    Use as a context manager, or call ``start()`` and ``stop()``.
+    """
+
+    def __init__(self, start_timeout: float = 60.0) -> None:
+        self.start_timeout = start_timeout
+        self.bootstrap = ""
+        self.pid: int | None = None
+        self.log_path: Path | None = None
+        self._tmp: Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Self:
+        """Format fresh storage, launch the broker, wait until it answers metadata."""
+        try:
+            self._launch()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _launch(self) -> None:
+        libs = ensure_kafka_jars()
+        self._tmp = Path(tempfile.mkdtemp(prefix="flead-kafka-"))
+        broker_port, controller_port = _two_free_ports()
+        self.bootstrap = f"127.0.0.1:{broker_port}"
+        config = self._tmp / "server.properties"
+        config.write_text(
+            _server_properties(broker_port, controller_port, self._tmp / "data")
+        )
+        java = [
+            "java",
+            "-Xms128m",
+            "-Xmx512m",
+            f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.properties'}",
+            "-cp",
+            f"{libs}/*",
+        ]
+        storage = ["kafka.tools.StorageTool", "format", "--standalone"]
+        fmt = [*java, *storage, "-t", _kafka_cluster_id(), "-c", str(config)]
+        done = subprocess.run(fmt, check=False, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"Kafka storage format failed:\n{done.stdout}{done.stderr}"
+            )
+        self.log_path = self._tmp / "kafka.log"
+        with self.log_path.open("wb") as log:
+            # Own session: a Ctrl-C in the terminal must not race the orderly stop().
+            self._proc = subprocess.Popen(
+                [*java, "kafka.Kafka", str(config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.pid = self._proc.pid
+        self._wait_ready(self._proc, broker_port, self.log_path)
+
+    def _wait_ready(
+        self, proc: subprocess.Popen[bytes], port: int, log_path: Path
+    ) -> None:
+        """Wait for the port, then for a metadata answer: an open port is not enough."""
+        deadline = time.monotonic() + self.start_timeout
+        admin: AdminClient | None = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                # Made once the port is open: librdkafka logs every refused connect.
+                admin = admin or AdminClient({"bootstrap.servers": self.bootstrap})
+                admin.list_topics(
+                    timeout=max(0.5, min(5.0, deadline - time.monotonic()))
+                )
+                return
+            except (OSError, KafkaException):
+                time.sleep(0.2)
+        state = (
+            "exited"
+            if proc.poll() is not None
+            else f"not ready after {self.start_timeout} s"
+        )
+        raise RuntimeError(f"Kafka at {self.bootstrap} {state}:\n{_tail(log_path)}")
+
+    def create_topic(self, name: str, partitions: int = 1) -> None:
+        """Create ``name`` and wait until every partition has a leader."""
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        futures = admin.create_topics([NewTopic(name, num_partitions=partitions)])
+        futures[name].result(timeout=30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            topic = admin.list_topics(topic=name, timeout=5).topics[name]
+            leaders = [p.leader for p in topic.partitions.values()]
+            if topic.error is None and len(leaders) == partitions and min(leaders) >= 0:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"topic {name!r} has no leaders after 30 s")
+
+    def stop(self) -> None:
+        """SIGTERM the broker (SIGKILL after 30 s), remove the temp dir. Idempotent."""
+        if self._proc is not None:
+            _terminate(self._proc.pid, signal.SIGTERM, 30)
+            self._proc.wait()
+            self._proc = None
+        self.pid = None
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _server_properties(broker_port: int, controller_port: int, log_dir: Path) -> str:
+    return f"""\
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}
+listeners=PLAINTEXT://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{broker_port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs={log_dir}
+auto.create.topics.enable=true
+num.partitions=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+num.network.threads=2
+num.io.threads=2
+"""
+
+
+def _pg_bin_dir() -> Path:
+    """Newest ``/usr/lib/postgresql/<major>/bin`` (Debian), else pg_ctl's PATH dir."""
+    dirs = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda d: int(Path(d).parent.name) if Path(d).parent.name.isdigit() else -1,
+    )
+    if dirs:
+        return Path(dirs[-1])
+    pg_ctl = shutil.which("pg_ctl")
+    if pg_ctl is None:
+        raise FileNotFoundError(
+            "no PostgreSQL server binaries (apt-get install -y postgresql)"
+        )
+    return Path(pg_ctl).parent
+
+
+class PostgresServer:
+    """A throw-away PostgreSQL cluster on 127.0.0.1 with superuser and db ``flead``.
+
+    initdb/pg_ctl refuse to run as root, so as root they run as the ``postgres`` system
+    user in a temp dir owned by it; as any other user they run as that user.
+    """
+
+    def __init__(self, start_timeout: float = 60.0) -> None:
+        self.start_timeout = start_timeout
+        self.port = 0
+        self.url = ""
+        self.pid: int | None = None
+        self.log_path: Path | None = None
+        self._tmp: Path | None = None
+        self._bin = _pg_bin_dir()
+        self._as_owner = (
+            ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        )
+
+    @property
+    def _data(self) -> Path:
+        assert self._tmp is not None
+        return self._tmp / "data"
+
+    def start(self) -> Self:
+        """Create a new cluster, start it, and create role and database ``flead``."""
+        try:
+            self._create()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _create(self) -> None:
+        self._tmp = Path(tempfile.mkdtemp(prefix="flead-pg-", dir="/tmp"))
+        if self._as_owner:
+            owner = pwd.getpwnam("postgres")
+            os.chown(self._tmp, owner.pw_uid, owner.pw_gid)
+        self.log_path = self._tmp / "postgres.log"
+        initdb = ["-D", str(self._data), "-A", "trust", "-U", "postgres", "--no-sync"]
+        self._run("initdb", *initdb, "-E", "UTF8", "--locale=C")
+        # Only the private socket dir and 127.0.0.1 may connect, without a password.
+        (self._data / "pg_hba.conf").write_text(
+            "local all all trust\nhost all all 127.0.0.1/32 trust\n"
+        )
+        self.port = free_port()
+        self.start_again()
+        admin_dsn = f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            conn.execute("CREATE ROLE flead LOGIN SUPERUSER")
+            conn.execute("CREATE DATABASE flead OWNER flead")
+        self.url = f"postgresql://flead@127.0.0.1:{self.port}/flead"
+
+    def start_again(self) -> None:
+        """(Re)start the postmaster on the same data directory and port."""
+        listen = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self._tmp}"
+        options = ["-o", f"{listen} -c fsync=off", "-l", str(self.log_path)]
+        wait = ["-w", "-t", str(int(self.start_timeout))]
+        self._run("pg_ctl", "start", "-D", str(self._data), *options, *wait)
+        self.pid = int((self._data / "postmaster.pid").read_text().split("\n", 1)[0])
+
+    def stop_server(self) -> None:
+        """Stop the postmaster but keep its data, for ``start_again()`` to resume."""
+        if self.pid is None:
+            return
+        pg_ctl = [*self._as_owner, str(self._bin / "pg_ctl")]
+        stop = ["stop", "-D", str(self._data), "-m", "fast", "-w", "-t", "30"]
+        stopped = subprocess.run([*pg_ctl, *stop], check=False, capture_output=True)
+        if stopped.returncode != 0 or _alive(self.pid):
+            _terminate(self.pid, signal.SIGQUIT, 10)  # SIGQUIT: immediate shutdown
+        self.pid = None
+
+    def stop(self) -> None:
+        """Stop the server and delete its data. Idempotent."""
+        self.stop_server()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def _run(self, program: str, *args: str) -> None:
+        done = subprocess.run(
+            [*self._as_owner, str(self._bin / program), *args],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            log = _tail(self.log_path) if self.log_path else ""
+            raise RuntimeError(f"{program} failed:\n{done.stdout}{done.stderr}\n{log}")
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,126 @@
+"""Confusion counts of binary decisions against labels, and the metrics they give."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from operators.messages import iso_timestamp
+
+
+@dataclass(slots=True)
+class ConfusionCounts:
+    """Counts of true/false positives/negatives, with the event-time span they cover.
+
+    >>> counts = ConfusionCounts()
+    >>> for predicted, actual in [(1, 1), (1, 0), (0, 1), (0, 0), (1, 1)]:
+    ...     counts.add(predicted, actual, timestamp=0.0)
+    >>> counts.precision, counts.recall, round(counts.f1, 3)
+    (0.6666666666666666, 0.6666666666666666, 0.667)
+    """
+
+    tp: int = 0
+    fp: int = 0
+    tn: int = 0
+    fn: int = 0
+    first_timestamp: float | None = None
+    last_timestamp: float | None = None
+
+    def add(self, predicted: int | bool, actual: int, timestamp: float) -> None:
+        if predicted:
+            if actual:
+                self.tp += 1
+            else:
+                self.fp += 1
+        elif actual:
+            self.fn += 1
+        else:
+            self.tn += 1
+        if self.first_timestamp is None or timestamp < self.first_timestamp:
+            self.first_timestamp = timestamp
+        if self.last_timestamp is None or timestamp > self.last_timestamp:
+            self.last_timestamp = timestamp
+
+    def merge(self, other: ConfusionCounts) -> None:
+        self.tp += other.tp
+        self.fp += other.fp
+        self.tn += other.tn
+        self.fn += other.fn
+        for timestamp in (other.first_timestamp, other.last_timestamp):
+            if timestamp is not None:
+                if self.first_timestamp is None or timestamp < self.first_timestamp:
+                    self.first_timestamp = timestamp
+                if self.last_timestamp is None or timestamp > self.last_timestamp:
+                    self.last_timestamp = timestamp
+
+    @property
+    def n(self) -> int:
+        return self.tp + self.fp + self.tn + self.fn
+
+    @property
+    def accuracy(self) -> float:
+        return (self.tp + self.tn) / self.n if self.n else 0.0
+
+    @property
+    def precision(self) -> float:
+        flagged = self.tp + self.fp
+        return self.tp / flagged if flagged else 0.0
+
+    @property
+    def recall(self) -> float:
+        actual = self.tp + self.fn
+        return self.tp / actual if actual else 0.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    def metrics(self) -> dict[str, float | int]:
+        return {
+            "n": self.n,
+            "tp": self.tp,
+            "fp": self.fp,
+            "tn": self.tn,
+            "fn": self.fn,
+            "accuracy": self.accuracy,
+            "precision": self.precision,
+            "recall": self.recall,
+            "f1": self.f1,
+        }
+
+
+class EvaluationAggregator:
+    """Sums the shards' counts per global version into one evaluation row per version.
+
+    A version's row is complete once every shard has moved past it; at the end of a
+    bounded input, :meth:`finish` emits the versions still open. A version that no
+    labelled reading was scored with has no row.
+    """
+
+    def __init__(self, shards: int) -> None:
+        self.shards = shards
+        self.open: dict[int, tuple[ConfusionCounts, int]] = {}
+
+    def add(self, global_version: int, counts: ConfusionCounts) -> dict[str, float | int | str] | None:
+        total, closed = self.open.get(global_version, (ConfusionCounts(), 0))
+        total.merge(counts)
+        closed += 1
+        if closed >= self.shards:
+            self.open.pop(global_version, None)
+            return evaluation_row(global_version, total) if total.n else None
+        self.open[global_version] = (total, closed)
+        return None
+
+    def finish(self) -> list[dict[str, float | int | str]]:
+        rows = [evaluation_row(version, total) for version, (total, _) in sorted(self.open.items())]
+        self.open.clear()
+        return [row for row in rows if row["n"]]
+
+
+def evaluation_row(global_version: int, counts: ConfusionCounts) -> dict[str, float | int | str]:
+    return {
+        "global_version": global_version,
+        **counts.metrics(),
+        "window_start": iso_timestamp(counts.first_timestamp or 0.0),
+        "window_end": iso_timestamp(counts.last_timestamp or 0.0),
+    }

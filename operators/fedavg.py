@@ -1,0 +1,177 @@
+"""Federated averaging: the arithmetic, and the rule for when a new global model is made."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from operators.local_model import ModelParameters
+from operators.messages import iso_timestamp, parse_timestamp
+
+
+def fedavg(weights: Sequence[Sequence[float]], samples: Sequence[int]) -> list[float]:
+    """``Σ n_k·w_k / Σ n_k`` over clients k, coordinate by coordinate.
+
+    >>> [round(w, 3) for w in fedavg(
+    ...     [[0.45, 0.35, 0.25], [0.55, 0.25, 0.20], [0.48, 0.32, 0.23]], [500, 400, 300])]
+    [0.491, 0.309, 0.228]
+    """
+    if len(weights) != len(samples):
+        raise ValueError(f"{len(weights)} weight vectors but {len(samples)} sample counts")
+    total = sum(samples)
+    if total <= 0:
+        raise ValueError("the sample counts must add up to more than 0")
+    dimension = len(weights[0])
+    averaged = [0.0] * dimension
+    for vector, n in zip(weights, samples):
+        if len(vector) != dimension:
+            raise ValueError(f"weight vectors differ in length: {len(vector)} != {dimension}")
+        for i, w in enumerate(vector):
+            averaged[i] += n * w
+    return [w / total for w in averaged]
+
+
+@dataclass(slots=True)
+class LocalUpdate:
+    """What a device sends at the end of a local round: its model, never its readings."""
+
+    device_id: str
+    model_version: int
+    global_version: int
+    parameters: ModelParameters
+    samples: int
+    accuracy: float
+    loss: float
+    timestamp: float
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "device_id": self.device_id,
+            "model_version": self.model_version,
+            "global_version": self.global_version,
+            "weights": self.parameters.weights,
+            "intercept": self.parameters.intercept,
+            "samples_processed": self.samples,
+            "accuracy": self.accuracy,
+            "loss": self.loss,
+            "created_at": iso_timestamp(self.timestamp),
+        }
+
+
+@dataclass(slots=True)
+class GlobalModel:
+    """One version of the federated model."""
+
+    version: int
+    parameters: ModelParameters
+    accuracy: float
+    num_devices: int
+    num_updates: int
+    samples: int
+    timestamp: float
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "global_version": self.version,
+            "aggregation_round": self.version,
+            "weights": self.parameters.weights,
+            "intercept": self.parameters.intercept,
+            "accuracy": self.accuracy,
+            "num_devices": self.num_devices,
+            "num_updates": self.num_updates,
+            "samples": self.samples,
+            "created_at": iso_timestamp(self.timestamp),
+        }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> GlobalModel:
+        """The inverse of :meth:`as_row`, for models that come back over a loopback or a topic."""
+        return cls(
+            version=int(row["global_version"]),
+            parameters=ModelParameters(dict(row["weights"]), float(row["intercept"])),
+            accuracy=float(row["accuracy"]),
+            num_devices=int(row["num_devices"]),
+            num_updates=int(row["num_updates"]),
+            samples=int(row["samples"]),
+            timestamp=parse_timestamp(row["created_at"]),
+        )
+
+
+@dataclass(slots=True)
+class _DeviceContribution:
+    parameters: ModelParameters
+    samples: int = 0
+    correct: float = 0.0
+
+
+@dataclass
+class FedAvgAggregator:
+    """Keeps the latest update of each device and says when to make the next global model.
+
+    A new version is made after ``every_updates`` updates, or once ``every_seconds`` of
+    event time have passed since the last version (0 turns either trigger off). A
+    device that sent several updates since then counts once, with its latest weights
+    and the samples of all its rounds.
+    """
+
+    every_updates: int
+    every_seconds: float = 0.0
+    version: int = 0
+    pending_updates: int = 0
+    last_version_time: float | None = None
+    contributions: dict[str, _DeviceContribution] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.every_updates < 0 or self.every_seconds < 0:
+            raise ValueError("every_updates and every_seconds must not be negative")
+        if self.every_updates == 0 and self.every_seconds == 0:
+            raise ValueError("at least one of every_updates and every_seconds must be set")
+
+    def add(self, update: LocalUpdate) -> GlobalModel | None:
+        """Take one local update; returns the next global model when one is due."""
+        contribution = self.contributions.get(update.device_id)
+        if contribution is None:
+            contribution = self.contributions[update.device_id] = _DeviceContribution(update.parameters)
+        contribution.parameters = update.parameters
+        contribution.samples += update.samples
+        contribution.correct += update.accuracy * update.samples
+        self.pending_updates += 1
+        if self.last_version_time is None:
+            self.last_version_time = update.timestamp
+        if self._due(update.timestamp):
+            return self.aggregate(update.timestamp)
+        return None
+
+    def _due(self, now: float) -> bool:
+        if self.every_updates and self.pending_updates >= self.every_updates:
+            return True
+        return bool(self.every_seconds) and now - (self.last_version_time or now) >= self.every_seconds
+
+    def aggregate(self, timestamp: float) -> GlobalModel | None:
+        """Average what is pending into the next version (``None`` when nothing is)."""
+        contributions = [c for c in self.contributions.values() if c.samples > 0]
+        if not contributions:
+            return None
+        names = sorted({name for c in contributions for name in c.parameters.weights})
+        samples = [c.samples for c in contributions]
+        vectors = [
+            [*(c.parameters.weights.get(name, 0.0) for name in names), c.parameters.intercept]
+            for c in contributions
+        ]
+        *averaged, intercept = fedavg(vectors, samples)
+        accuracy = sum(c.correct for c in contributions) / sum(samples)
+        self.version += 1
+        model = GlobalModel(
+            version=self.version,
+            parameters=ModelParameters(dict(zip(names, averaged)), intercept),
+            accuracy=accuracy,
+            num_devices=len(contributions),
+            num_updates=self.pending_updates,
+            samples=sum(samples),
+            timestamp=timestamp,
+        )
+        self.contributions.clear()
+        self.pending_updates = 0
+        self.last_version_time = timestamp
+        return model

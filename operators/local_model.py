@@ -1,0 +1,91 @@
+"""Logistic models: a device's online River model, and the plain parameters FedAvg moves."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from river import linear_model, optim, utils
+
+LOGIT_CAP = 35.0
+"""exp() of more than this is 1 or 0 in a double anyway; the cap keeps it from overflowing."""
+
+PROBABILITY_FLOOR = 1e-7
+"""Log-loss uses probabilities clipped to [floor, 1 − floor] so that one confident miss is finite."""
+
+
+def sigmoid(logit: float) -> float:
+    logit = max(-LOGIT_CAP, min(LOGIT_CAP, logit))
+    return 1.0 / (1.0 + math.exp(-logit))
+
+
+def log_loss(probability: float, target: int) -> float:
+    p = min(1.0 - PROBABILITY_FLOOR, max(PROBABILITY_FLOOR, probability))
+    return -math.log(p if target else 1.0 - p)
+
+
+@dataclass(frozen=True)
+class ModelParameters:
+    """The weights of a logistic model, as they travel between devices and FedAvg.
+
+    >>> params = ModelParameters({"abs_z": 2.0}, intercept=-4.0)
+    >>> round(params.probability({"abs_z": 3.0}), 3)
+    0.881
+    """
+
+    weights: dict[str, float] = field(default_factory=dict)
+    intercept: float = 0.0
+
+    def logit(self, features: dict[str, float]) -> float:
+        weights = self.weights
+        return self.intercept + sum(weights.get(name, 0.0) * x for name, x in features.items())
+
+    def probability(self, features: dict[str, float]) -> float:
+        return sigmoid(self.logit(features))
+
+    def contributions(self, features: dict[str, float], top: int = 3) -> list[dict[str, float | str]]:
+        """The features that pushed this score most, largest |weight·value| first."""
+        terms = [(name, x, self.weights.get(name, 0.0) * x) for name, x in features.items()]
+        terms.sort(key=lambda term: abs(term[2]), reverse=True)
+        return [
+            {"feature": name, "value": round(x, 4), "contribution": round(c, 4)}
+            for name, x, c in terms[:top]
+            if c != 0.0
+        ]
+
+
+class LocalModel:
+    """A device's River ``LogisticRegression``, trained one labelled reading at a time.
+
+    Parameters
+    ----------
+    learning_rate
+        SGD step for the weights and the intercept.
+    positive_weight
+        Sample weight of an anomalous reading; anomalies are rare, and an unweighted
+        model learns to say "normal" always.
+    """
+
+    __slots__ = ("_model", "positive_weight")
+
+    def __init__(self, learning_rate: float, positive_weight: float = 1.0) -> None:
+        self._model = linear_model.LogisticRegression(
+            optimizer=optim.SGD(learning_rate), intercept_lr=learning_rate
+        )
+        self.positive_weight = positive_weight
+
+    def probability(self, features: dict[str, float]) -> float:
+        return self._model.predict_proba_one(features)[True]
+
+    def learn(self, features: dict[str, float], target: int) -> None:
+        self._model.learn_one(features, bool(target), w=self.positive_weight if target else 1.0)
+
+    @property
+    def parameters(self) -> ModelParameters:
+        return ModelParameters(self._model.weights, self._model.intercept)
+
+    def load(self, parameters: ModelParameters) -> None:
+        """Start from another model's weights (a new global model), keeping the optimizer."""
+        # River exposes the weights read-only; a VectorDict is what it keeps them in.
+        self._model._weights = utils.VectorDict(dict(parameters.weights))
+        self._model.intercept = parameters.intercept

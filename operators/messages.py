@@ -1,0 +1,198 @@
+"""Telemetry messages: parsing, validation and the reasons a message is rejected.
+
+A message is ``{"device_id": str, "timestamp": ISO-8601 | epoch s | epoch ms,
+"data": number | {name: number}, "label": 0 | 1 (optional)}``. Every input that is
+not a valid message becomes a :class:`Rejection` with a reason; nothing raises.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+SINGLE_FIELD = "value"
+"""The field name given to a ``data`` that is a plain number."""
+
+RAW_EXCERPT_BYTES = 512
+"""How much of a rejected input is kept in its dead letter."""
+
+
+@dataclass(frozen=True)
+class MessageLimits:
+    """What a valid message may look like, beyond its schema."""
+
+    max_bytes: int = 65_536
+    max_fields: int = 32
+    max_device_id_length: int = 128
+    max_future_seconds: float = 86_400.0
+    label_key: str = "label"
+    fields: frozenset[str] | None = None
+    """Only these ``data`` fields are telemetry; ``None`` means every numeric field."""
+
+
+@dataclass(slots=True)
+class Telemetry:
+    """One valid reading of one device."""
+
+    device_id: str
+    timestamp: float
+    """Event time, seconds since the epoch (UTC)."""
+    values: dict[str, float]
+    label: int | None = None
+
+
+@dataclass(slots=True)
+class Rejection:
+    """An input that is not a valid message, kept for the dead-letter outputs."""
+
+    reason: str
+    raw: str
+    source: str
+    received_at: float
+    detail: str = ""
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "received_at": iso_timestamp(self.received_at),
+            "reason": self.reason,
+            "detail": self.detail,
+            "source": self.source,
+            "payload": self.raw,
+        }
+
+
+class InvalidMessage(ValueError):
+    """Raised inside validation; carries the machine-readable reason."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+_DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/@-]*\Z")
+_MAX_FIELD_NAME = 64
+
+
+def excerpt(raw: bytes | str) -> str:
+    """The start of a raw input as text, for a dead letter."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "replace")
+    text = raw[:RAW_EXCERPT_BYTES].decode("utf-8", "replace")
+    return text + "…" if len(raw) > RAW_EXCERPT_BYTES else text
+
+
+def decode_message(raw: bytes, source: str, limits: MessageLimits) -> Telemetry | Rejection:
+    """Decode one JSON message; a :class:`Rejection` says why when it is not valid."""
+    now = time.time()
+    if len(raw) > limits.max_bytes:
+        return Rejection("oversized_message", excerpt(raw), source, now, f"{len(raw)} bytes > {limits.max_bytes}")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return Rejection("invalid_json", excerpt(raw), source, now, str(exc)[:200])
+    try:
+        return validate_message(obj, limits, now)
+    except InvalidMessage as exc:
+        return Rejection(exc.reason, excerpt(raw), source, now, exc.detail)
+
+
+def validate_message(obj: Any, limits: MessageLimits, now: float | None = None) -> Telemetry:
+    """Check a decoded message; raises :class:`InvalidMessage` with the reason."""
+    if not isinstance(obj, dict):
+        raise InvalidMessage("not_an_object", type(obj).__name__)
+    device_id = validate_device_id(obj.get("device_id"), limits)
+    timestamp = validate_timestamp(obj.get("timestamp"), limits, time.time() if now is None else now)
+    if "data" not in obj:
+        raise InvalidMessage("missing_data")
+    values = validate_values(obj["data"], limits)
+    label = validate_label(obj.get(limits.label_key))
+    return Telemetry(device_id, timestamp, values, label)
+
+
+def validate_device_id(device_id: Any, limits: MessageLimits) -> str:
+    if device_id is None:
+        raise InvalidMessage("missing_device_id")
+    if not isinstance(device_id, str):
+        raise InvalidMessage("invalid_device_id", f"not a string: {type(device_id).__name__}")
+    if len(device_id) > limits.max_device_id_length:
+        raise InvalidMessage("invalid_device_id", f"longer than {limits.max_device_id_length} characters")
+    if not _DEVICE_ID.match(device_id):
+        raise InvalidMessage("invalid_device_id", "only letters, digits and _.:/@- are allowed")
+    return device_id
+
+
+def validate_timestamp(value: Any, limits: MessageLimits, now: float) -> float:
+    if value is None:
+        raise InvalidMessage("missing_timestamp")
+    timestamp = parse_timestamp(value)
+    if timestamp > now + limits.max_future_seconds:
+        raise InvalidMessage("future_timestamp", f"{iso_timestamp(timestamp)} is in the future")
+    return timestamp
+
+
+def parse_timestamp(value: Any) -> float:
+    """Seconds since the epoch from ISO-8601 text (no zone = UTC) or epoch seconds/ms."""
+    if isinstance(value, bool):
+        raise InvalidMessage("invalid_timestamp", "a boolean is not a time")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+        if not math.isfinite(seconds) or seconds < 0:
+            raise InvalidMessage("invalid_timestamp", f"{value!r} is not a time")
+        return seconds / 1000.0 if seconds > 1e11 else seconds
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidMessage("invalid_timestamp", f"{value[:40]!r} is not ISO-8601") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return parsed.timestamp()
+    raise InvalidMessage("invalid_timestamp", f"not a string or number: {type(value).__name__}")
+
+
+def validate_values(data: Any, limits: MessageLimits) -> dict[str, float]:
+    if isinstance(data, dict):
+        items = data.items()
+    else:
+        items = ((SINGLE_FIELD, data),)
+    values: dict[str, float] = {}
+    for name, value in items:
+        if name == limits.label_key or (limits.fields is not None and name not in limits.fields):
+            continue
+        if len(name) > _MAX_FIELD_NAME:
+            raise InvalidMessage("invalid_field", f"field name longer than {_MAX_FIELD_NAME} characters")
+        values[name] = _number(name, value)
+    if not values:
+        raise InvalidMessage("missing_data", "no telemetry field")
+    if len(values) > limits.max_fields:
+        raise InvalidMessage("too_many_fields", f"{len(values)} fields > {limits.max_fields}")
+    return values
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidMessage("invalid_value", f"{name} is not a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise InvalidMessage("non_finite_value", f"{name} is {value}")
+    return number
+
+
+def validate_label(label: Any) -> int | None:
+    if label is None:
+        return None
+    if isinstance(label, (bool, int, float)) and label in (0, 1):
+        return int(label)
+    raise InvalidMessage("invalid_label", f"{label!r} is not 0 or 1")
+
+
+def iso_timestamp(seconds: float) -> str:
+    """ISO-8601 UTC with milliseconds and a ``Z``, the form every output uses."""
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
