@@ -108,7 +108,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("FLEAD_LEARNING_RATE", "0.05", _positive_float, "SGD learning rate of the local models."),
     Setting("FLEAD_POSITIVE_WEIGHT", "5", _positive_float,
             "Sample weight of an anomalous reading in local training (anomalies are rare)."),
-    Setting("FLEAD_SCORE_THRESHOLD", "0.5", _probability, "A model score at or above this flags an anomaly."),
+    Setting("FLEAD_SCORE_THRESHOLD", "0.5", _probability, "A model score above this flags an anomaly."),
     Setting("FLEAD_MAX_MESSAGE_BYTES", "65536", _positive_int, "Larger messages are rejected."),
     Setting("FLEAD_MAX_FIELDS", "32", _positive_int, "Messages with more telemetry fields are rejected."),
     Setting("FLEAD_MAX_FUTURE_SECONDS", "86400", _non_negative_float,

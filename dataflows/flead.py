@@ -34,7 +34,7 @@ from operators.run_totals import SourceProgress
 from operators.shard import EvaluationPartial, ShardCounters
 from operators.sharding import shard_keys, shard_of
 from sinks.console import ReportSink
-from sinks.jsonl import JsonLinesSink
+from sinks.jsonl import JsonLinesSink, reset_outputs
 from sinks.loopback import LoopbackSink
 
 OUTPUT_FILES = [
@@ -55,9 +55,15 @@ def build_flow(settings: Settings) -> Dataflow:
     flow = Dataflow("flead")
     keys = shard_keys(settings.shards)
 
+    output_files = [name for name in OUTPUT_FILES if settings.scores or name != "scores.jsonl"]
+    stale_files = ["summary.json", *(name for name in OUTPUT_FILES if name not in output_files)]
+
+    def fresh_start() -> None:
+        reset_outputs(settings.out_dir, output_files, stale_files)
+
     # Input: telemetry rows, already parsed and validated, and global models coming back.
     source = ReplaySource(
-        settings.input_path, settings.limits, settings.batch_size, loopback_path(settings.out_dir)
+        settings.input_path, settings.limits, settings.batch_size, loopback_path(settings.out_dir), fresh_start
     )
     items = op.input("telemetry", flow, source)
     rejected = of_type("rejected", items, Rejection)
@@ -110,7 +116,6 @@ def build_flow(settings: Settings) -> Dataflow:
     ]
     if settings.scores:
         rows.append(op.map("score_rows", detections, lambda d: ("scores.jsonl", d.score_row())))
-    output_files = OUTPUT_FILES if settings.scores else [name for name in OUTPUT_FILES if name != "scores.jsonl"]
     op.output("jsonl", op.merge("all_rows", *rows), JsonLinesSink(settings.out_dir, output_files))
 
     # Totals, progress and summary.

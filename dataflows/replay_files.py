@@ -78,9 +78,12 @@ def _read_file(file: Path, root: Path, limits: MessageLimits, single: bool) -> I
 def _read_json_lines(file: Path, limits: MessageLimits) -> Iterator[Record]:
     source = f"file:{file}"
     with file.open("rb") as lines:
-        for line in lines:
+        for line_number, line in enumerate(lines, start=1):
             if line.strip():
-                yield decode_message(line, source, limits)
+                record = decode_message(line, source, limits)
+                if isinstance(record, Rejection):
+                    record.source = f"{source}:{line_number}"
+                yield record
 
 
 def _read_csv(file: Path, default_device_id: str, limits: MessageLimits) -> Iterator[Record]:
@@ -93,7 +96,7 @@ def _read_csv(file: Path, default_device_id: str, limits: MessageLimits) -> Iter
         try:
             columns = CsvColumns(header, limits)
         except InvalidMessage as exc:
-            yield Rejection(exc.reason, excerpt(",".join(header)), source, time.time(), f"line 1: {exc.detail}")
+            yield Rejection(exc.reason, excerpt(",".join(header)), f"{source}:1", time.time(), exc.detail)
             return
         for row_number, row in enumerate(reader, start=2):
             if not row:
@@ -103,8 +106,7 @@ def _read_csv(file: Path, default_device_id: str, limits: MessageLimits) -> Iter
                     columns.infer_fields(row)
                 yield columns.telemetry(row, default_device_id, limits)
             except InvalidMessage as exc:
-                detail = f"line {row_number}: {exc.detail}" if exc.detail else f"line {row_number}"
-                yield Rejection(exc.reason, excerpt(",".join(row)), source, time.time(), detail)
+                yield Rejection(exc.reason, excerpt(",".join(row)), f"{source}:{row_number}", time.time(), exc.detail)
 
 
 class CsvColumns:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
 
@@ -21,8 +22,16 @@ resume re-reads the files and skips what was already emitted."""
 
 class _ReplayPartition(StatefulSourcePartition[ReplayItem, ReplayPosition]):
     def __init__(
-        self, path: Path, limits: MessageLimits, batch_size: int, loopback: Path, resume: ReplayPosition | None
+        self,
+        path: Path,
+        limits: MessageLimits,
+        batch_size: int,
+        loopback: Path,
+        resume: ReplayPosition | None,
+        on_fresh_start: Callable[[], None],
     ) -> None:
+        if resume is None:
+            on_fresh_start()
         rows_done, loopback_offset = resume if resume is not None else (0, None)
         self._records = read_replay(path, limits)
         if rows_done:
@@ -44,16 +53,25 @@ class _ReplayPartition(StatefulSourcePartition[ReplayItem, ReplayPosition]):
 
 
 class ReplaySource(FixedPartitionedSource[ReplayItem, ReplayPosition]):
-    """One partition reads every file, so the merged stream keeps one global time order."""
+    """One partition reads every file, so the merged stream keeps one global time order.
 
-    def __init__(self, path: Path, limits: MessageLimits, batch_size: int, loopback: Path) -> None:
+    ``on_fresh_start`` runs when the partition starts without resume state, before it
+    emits anything: the place to clear an earlier run's outputs.
+    """
+
+    def __init__(
+        self, path: Path, limits: MessageLimits, batch_size: int, loopback: Path, on_fresh_start: Callable[[], None]
+    ) -> None:
         self._path = path
         self._limits = limits
         self._batch_size = batch_size
         self._loopback = loopback
+        self._on_fresh_start = on_fresh_start
 
     def list_parts(self) -> list[str]:
         return ["replay"]
 
     def build_part(self, step_id: str, for_part: str, resume_state: ReplayPosition | None) -> _ReplayPartition:
-        return _ReplayPartition(self._path, self._limits, self._batch_size, self._loopback, resume_state)
+        return _ReplayPartition(
+            self._path, self._limits, self._batch_size, self._loopback, resume_state, self._on_fresh_start
+        )

@@ -140,7 +140,7 @@ class DeviceState:
             score, scorer = global_score, global_model.parameters
         else:
             global_score, score, scorer = None, local_score, self.model.parameters
-        is_anomaly = severity is not None or score >= settings.score_threshold
+        is_anomaly = severity is not None or score > settings.score_threshold
         if is_anomaly and severity is None:
             severity = MODEL_SEVERITY
         detection = Detection(
@@ -152,7 +152,7 @@ class DeviceState:
         target = reading.label if reading.label is not None else int(severity in Z_RULE_SEVERITIES)
         self.round_rows += 1
         self.round_last = reading.timestamp
-        self.round_correct += int((local_score >= settings.score_threshold) == bool(target))
+        self.round_correct += int((local_score > settings.score_threshold) == bool(target))
         self.round_loss += log_loss(local_score, target)
         self.model.learn(features, target)
 

@@ -80,10 +80,10 @@ class ShardState:
                 timestamp = item.timestamp
                 detection_counts = counters.detection
                 detection_counts["z_rule"].add(detection.severity in Z_RULE_SEVERITIES, label, timestamp)
-                detection_counts["local_model"].add(detection.local_score >= threshold, label, timestamp)
+                detection_counts["local_model"].add(detection.local_score > threshold, label, timestamp)
                 detection_counts["is_anomaly"].add(detection.is_anomaly, label, timestamp)
                 if detection.global_score is not None:
-                    global_positive = detection.global_score >= threshold
+                    global_positive = detection.global_score > threshold
                     detection_counts["global_model"].add(global_positive, label, timestamp)
                     self.evaluation.add(global_positive, label, timestamp)
         outputs.append(counters)

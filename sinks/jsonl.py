@@ -16,6 +16,19 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 Row = dict[str, Any]
 
 
+def reset_outputs(directory: Path, file_names: list[str], stale_names: list[str]) -> None:
+    """Start a fresh run: every output file exists and is empty, and stale results are gone.
+
+    Partitions are built only when their first row arrives, so without this a file that
+    gets no rows in this run would keep an earlier run's rows.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in file_names:
+        (directory / name).write_bytes(b"")
+    for name in stale_names:
+        (directory / name).unlink(missing_ok=True)
+
+
 class JsonLinesPartition(StatefulSinkPartition[Row, int]):
     def __init__(self, path: Path, resume_offset: int | None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
