@@ -131,6 +131,14 @@ class RollingStats:
         self.last_z = z
         return z
 
+    def __getstate__(self) -> tuple:
+        """A tuple rather than a dict of slot names: a shard snapshot holds thousands of these."""
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __setstate__(self, state: tuple) -> None:
+        for name, value in zip(self.__slots__, state):
+            setattr(self, name, value)
+
     def _resum(self) -> None:
         size = len(self._ring)
         window = [self._ring[(self._pos - 1 - i) % size] - self._shift for i in range(self.count)]

@@ -1,0 +1,111 @@
+import pytest
+
+from operators.device import DetectionSettings, DeviceState
+from operators.fedavg import GlobalModel
+from operators.local_model import ModelParameters
+from operators.messages import Telemetry
+
+SETTINGS = DetectionSettings(window=20, short_window=5, warmup=5, round_rows=4, round_seconds=0)
+
+
+def reading(t: float, value: float, label: int | None = None, device: str = "d1") -> Telemetry:
+    return Telemetry(device, t, {"value": value}, label)
+
+
+def feed(device: DeviceState, values: list[float], settings=SETTINGS, global_model=None, start=0.0, labels=None):
+    results = []
+    for i, value in enumerate(values):
+        label = labels[i] if labels else None
+        results.append(device.observe(reading(start + i, value, label), settings, global_model))
+    return results
+
+
+def global_model(version: int, intercept: float = 0.0) -> GlobalModel:
+    return GlobalModel(version, ModelParameters({"abs_z": 1.0}, intercept), 0.9, 3, 20, 100, 0.0)
+
+
+def test_severity_levels_follow_the_configured_z_thresholds():
+    settings = DetectionSettings()
+    assert settings.severity(2.49) is None
+    assert settings.severity(2.5) == "warning"
+    assert settings.severity(3.0) == "critical"
+
+
+def test_readings_during_warmup_are_never_anomalous_by_z():
+    device = DeviceState("d1", SETTINGS)
+    detections = [d for d, _ in feed(device, [1.0, 1.1, 50.0, 1.0])]
+    assert all(d.z_score == 0.0 for d in detections)
+
+
+def test_a_spike_after_warmup_is_critical_with_its_signed_z():
+    device = DeviceState("d1", SETTINGS)
+    feed(device, [10.0, 10.2, 9.8, 10.1, 9.9, 10.0])
+    detection, _ = device.observe(reading(10, 5.0), SETTINGS, None)
+    assert detection.severity == "critical"
+    assert detection.is_anomaly
+    assert detection.z_score < -3
+    assert detection.field == "value"
+
+
+def test_a_round_closes_after_round_rows_with_its_model_and_counts():
+    device = DeviceState("d1", SETTINGS)
+    results = feed(device, [1.0, 2.0, 1.5, 1.2, 1.1], labels=[0, 0, 0, 1, 0])
+    updates = [u for _, u in results if u is not None]
+    assert len(updates) == 1
+    update = updates[0]
+    assert (update.device_id, update.model_version, update.global_version, update.samples) == ("d1", 1, 0, 4)
+    assert update.timestamp == 3.0
+    assert 0.0 <= update.accuracy <= 1.0
+    assert update.loss > 0
+    assert set(update.parameters.weights) <= {"abs_z", "abs_z_mean", "z_change", "level_shift", "spread_ratio", "flat"}
+
+
+def test_a_round_closes_after_round_seconds_of_event_time():
+    settings = DetectionSettings(window=20, warmup=5, short_window=5, round_rows=1000, round_seconds=60)
+    device = DeviceState("d1", settings)
+    closed_at = [t for t in (0, 30, 59, 60, 61, 100, 121) if device.observe(reading(t, 1.0), settings, None)[1]]
+    # The first round starts at 0 and closes with the reading at 60; the next starts at 61.
+    assert closed_at == [60, 121]
+
+
+def test_model_versions_count_up_per_device():
+    device = DeviceState("d1", SETTINGS)
+    updates = [u for _, u in feed(device, [1.0] * 12) if u is not None]
+    assert [u.model_version for u in updates] == [1, 2, 3]
+
+
+def test_a_round_starts_from_the_newest_global_model():
+    device = DeviceState("d1", SETTINGS)
+    feed(device, [1.0, 2.0])  # a round is under way: a new global model waits for the next round
+    model = global_model(version=3, intercept=-2.0)
+    updates = [u for _, u in feed(device, [1.0] * 6, global_model=model, start=2) if u is not None]
+    assert [u.global_version for u in updates] == [0, 3]
+
+
+def test_the_global_weights_are_the_next_rounds_starting_point():
+    settings = DetectionSettings(window=20, warmup=5, short_window=5, round_rows=1, round_seconds=0)
+    device = DeviceState("d1", settings)
+    model = global_model(version=1, intercept=-2.0)
+    detection, update = device.observe(reading(0, 1.0), settings, model)
+    # one SGD step (learning rate 0.05) away from the global model's intercept, not from 0
+    assert update.parameters.intercept == pytest.approx(-2.0, abs=0.1)
+    assert detection.global_version == 1
+    assert detection.global_score == pytest.approx(model.parameters.probability({"abs_z": 0.0}))
+
+
+def test_without_a_label_the_model_learns_the_z_rule():
+    device = DeviceState("d1", SETTINGS)
+    feed(device, [10.0, 10.2, 9.8, 10.1, 9.9, 10.0])
+    before = device.model.probability({"abs_z": 10.0, "abs_z_mean": 10.0, "z_change": 10.0})
+    device.observe(reading(10, 100.0), SETTINGS, None)  # critical, unlabelled → learns "anomalous"
+    after = device.model.probability({"abs_z": 10.0, "abs_z_mean": 10.0, "z_change": 10.0})
+    assert after > before
+
+
+def test_a_label_overrides_the_z_rule_as_training_target():
+    device = DeviceState("d1", SETTINGS)
+    feed(device, [10.0, 10.2, 9.8, 10.1, 9.9, 10.0])
+    before = device.model.probability({"abs_z": 10.0, "abs_z_mean": 10.0, "z_change": 10.0})
+    device.observe(reading(10, 100.0, label=0), SETTINGS, None)  # critical by z, but labelled normal
+    after = device.model.probability({"abs_z": 10.0, "abs_z_mean": 10.0, "z_change": 10.0})
+    assert after < before

@@ -1,0 +1,86 @@
+import pytest
+
+from operators.fedavg import FedAvgAggregator, LocalUpdate, fedavg
+from operators.local_model import ModelParameters
+
+
+def test_reference_example_by_hand():
+    # Σ n_k·w_k / Σ n_k with n = 500, 400, 300 (Σ = 1200):
+    #   (0.45·500 + 0.55·400 + 0.48·300) / 1200 = 589 / 1200 = 0.4908
+    #   (0.35·500 + 0.25·400 + 0.32·300) / 1200 = 371 / 1200 = 0.3092
+    #   (0.25·500 + 0.20·400 + 0.23·300) / 1200 = 274 / 1200 = 0.2283
+    # The reference document prints [0.494, 0.323, 0.223], which is not this formula's
+    # result for its own inputs (nor the unweighted mean, [0.493, 0.307, 0.227]).
+    averaged = fedavg([[0.45, 0.35, 0.25], [0.55, 0.25, 0.20], [0.48, 0.32, 0.23]], [500, 400, 300])
+    assert averaged == pytest.approx([589 / 1200, 371 / 1200, 274 / 1200])
+    assert [round(w, 3) for w in averaged] == [0.491, 0.309, 0.228]
+
+
+def test_a_client_with_more_samples_pulls_harder():
+    assert fedavg([[0.0], [1.0]], [1, 3]) == [0.75]
+
+
+@pytest.mark.parametrize(
+    ("weights", "samples", "message"),
+    [([[1.0]], [1, 2], "sample counts"), ([[1.0], [1.0, 2.0]], [1, 1], "length"), ([[1.0]], [0], "more than 0")],
+)
+def test_inconsistent_inputs_are_refused(weights, samples, message):
+    with pytest.raises(ValueError, match=message):
+        fedavg(weights, samples)
+
+
+def update(device: str, w: float, samples: int = 10, accuracy: float = 0.5, timestamp: float = 0.0) -> LocalUpdate:
+    return LocalUpdate(device, 1, 0, ModelParameters({"abs_z": w}, intercept=-w), samples, accuracy, 0.1, timestamp)
+
+
+def test_a_global_model_every_n_updates_with_consecutive_versions():
+    aggregator = FedAvgAggregator(every_updates=3)
+    produced = [aggregator.add(update(f"d{i % 2}", float(i))) for i in range(9)]
+    versions = [model.version for model in produced if model is not None]
+    assert versions == [1, 2, 3]
+    assert [i for i, model in enumerate(produced) if model is not None] == [2, 5, 8]
+
+
+def test_the_latest_update_per_device_counts_with_all_its_samples():
+    aggregator = FedAvgAggregator(every_updates=3)
+    aggregator.add(update("a", w=1.0, samples=10, accuracy=1.0))
+    aggregator.add(update("a", w=3.0, samples=10, accuracy=0.5))  # replaces a's weights
+    model = aggregator.add(update("b", w=0.0, samples=20, accuracy=0.25))
+    assert model is not None
+    # a: weights 3.0 over 20 samples; b: 0.0 over 20 samples → 1.5
+    assert model.parameters.weights == {"abs_z": pytest.approx(1.5)}
+    assert model.parameters.intercept == pytest.approx(-1.5)
+    # accuracy Σ n·acc / Σ n = (10·1.0 + 10·0.5 + 20·0.25) / 40
+    assert model.accuracy == pytest.approx(20 / 40)
+    assert (model.num_devices, model.num_updates, model.samples) == (2, 3, 40)
+
+
+def test_after_a_version_the_next_one_starts_empty():
+    aggregator = FedAvgAggregator(every_updates=2)
+    aggregator.add(update("a", 1.0))
+    aggregator.add(update("b", 1.0))
+    aggregator.add(update("c", 5.0))
+    model = aggregator.add(update("c", 7.0))
+    assert model.version == 2
+    assert model.num_devices == 1
+    assert model.parameters.weights["abs_z"] == pytest.approx(7.0)
+
+
+def test_event_time_trigger():
+    aggregator = FedAvgAggregator(every_updates=0, every_seconds=60)
+    assert aggregator.add(update("a", 1.0, timestamp=1000.0)) is None
+    assert aggregator.add(update("b", 1.0, timestamp=1059.0)) is None
+    model = aggregator.add(update("c", 1.0, timestamp=1060.0))
+    assert model is not None and model.version == 1 and model.timestamp == 1060.0
+    assert aggregator.add(update("a", 1.0, timestamp=1100.0)) is None
+
+
+def test_a_model_survives_its_row_form():
+    aggregator = FedAvgAggregator(every_updates=1)
+    model = aggregator.add(update("a", 2.0, timestamp=1_700_000_000.0))
+    assert type(model).from_row(model.as_row()) == model
+
+
+def test_no_trigger_at_all_is_refused():
+    with pytest.raises(ValueError, match="at least one"):
+        FedAvgAggregator(every_updates=0, every_seconds=0)

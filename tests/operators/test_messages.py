@@ -1,0 +1,123 @@
+import orjson
+import pytest
+
+from operators.messages import (
+    RAW_EXCERPT_BYTES,
+    InvalidMessage,
+    MessageLimits,
+    Rejection,
+    Telemetry,
+    decode_message,
+    iso_timestamp,
+    parse_timestamp,
+    validate_values,
+)
+
+LIMITS = MessageLimits()
+
+
+def decode(message, limits: MessageLimits = LIMITS) -> Telemetry | Rejection:
+    raw = message if isinstance(message, bytes) else orjson.dumps(message)
+    return decode_message(raw, "test", limits)
+
+
+def reason(message, limits: MessageLimits = LIMITS) -> str:
+    result = decode(message, limits)
+    assert isinstance(result, Rejection), result
+    return result.reason
+
+
+def test_the_design_example_is_valid():
+    reading = decode({"device_id": "device_127", "timestamp": "2025-11-07T15:22:31.000Z", "data": 42.5, "label": 0})
+    assert reading == Telemetry("device_127", parse_timestamp("2025-11-07T15:22:31Z"), {"value": 42.5}, 0)
+
+
+def test_multivariate_data_keeps_its_field_names():
+    reading = decode({"device_id": "d", "timestamp": 1_700_000_000, "data": {"temp": 21.5, "rpm": 900}})
+    assert reading.values == {"temp": 21.5, "rpm": 900.0}
+    assert reading.label is None
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "expected"),
+    [
+        ("2025-11-07T15:22:31Z", 1762528951.0),
+        ("2025-11-07T15:22:31", 1762528951.0),  # no zone means UTC
+        ("2025-11-07T17:22:31+02:00", 1762528951.0),
+        ("2025-11-07 15:22:31", 1762528951.0),
+        (1762528951, 1762528951.0),  # epoch seconds
+        (1762528951500, 1762528951.5),  # epoch milliseconds
+    ],
+)
+def test_timestamps_in_every_accepted_form(timestamp, expected):
+    assert parse_timestamp(timestamp) == expected
+
+
+def test_outputs_print_utc_with_milliseconds():
+    assert iso_timestamp(1762528951.5) == "2025-11-07T15:22:31.500Z"
+
+
+@pytest.mark.parametrize(
+    ("message", "expected_reason"),
+    [
+        (b"not json", "invalid_json"),
+        (b"[1, 2]", "not_an_object"),
+        ({"timestamp": 1, "data": 1}, "missing_device_id"),
+        ({"device_id": 7, "timestamp": 1, "data": 1}, "invalid_device_id"),
+        ({"device_id": "x" * 129, "timestamp": 1, "data": 1}, "invalid_device_id"),
+        ({"device_id": "bad id; drop table", "timestamp": 1, "data": 1}, "invalid_device_id"),
+        ({"device_id": "d", "data": 1}, "missing_timestamp"),
+        ({"device_id": "d", "timestamp": "yesterday", "data": 1}, "invalid_timestamp"),
+        ({"device_id": "d", "timestamp": True, "data": 1}, "invalid_timestamp"),
+        ({"device_id": "d", "timestamp": 4_000_000_000, "data": 1}, "future_timestamp"),
+        ({"device_id": "d", "timestamp": 1}, "missing_data"),
+        ({"device_id": "d", "timestamp": 1, "data": {}}, "missing_data"),
+        ({"device_id": "d", "timestamp": 1, "data": "42"}, "invalid_value"),
+        ({"device_id": "d", "timestamp": 1, "data": True}, "invalid_value"),
+        ({"device_id": "d", "timestamp": 1, "data": {"a": None}}, "invalid_value"),
+        ({"device_id": "d", "timestamp": 1, "data": {f"f{i}": i for i in range(33)}}, "too_many_fields"),
+        ({"device_id": "d", "timestamp": 1, "data": 1, "label": 2}, "invalid_label"),
+        ({"device_id": "d", "timestamp": 1, "data": 1, "label": "yes"}, "invalid_label"),
+    ],
+)
+def test_each_kind_of_bad_message_is_rejected_with_its_reason(message, expected_reason):
+    assert reason(message) == expected_reason
+
+
+def test_non_finite_numbers_are_rejected():
+    # JSON has no NaN or Infinity, but some producers write them anyway; a decoder that
+    # accepts them, or a CSV row, hands validation a non-finite float.
+    assert reason(b'{"device_id": "d", "timestamp": 1, "data": NaN}') == "invalid_json"
+    with pytest.raises(InvalidMessage) as raised:
+        validate_values({"temp": float("inf")}, LIMITS)
+    assert raised.value.reason == "non_finite_value"
+
+
+def test_an_oversized_message_is_rejected_before_parsing_and_its_excerpt_is_truncated():
+    message = orjson.dumps({"device_id": "d", "timestamp": 1, "data": 1, "pad": "x" * 70_000})
+    rejection = decode(message)
+    assert rejection.reason == "oversized_message"
+    assert len(rejection.raw) <= RAW_EXCERPT_BYTES + 1
+    assert rejection.raw.endswith("…")
+
+
+def test_the_label_never_becomes_a_feature():
+    reading = decode({"device_id": "d", "timestamp": 1, "data": {"temp": 1.0, "label": 1}, "label": 1})
+    assert reading.values == {"temp": 1.0}
+    assert reading.label == 1
+
+
+def test_a_field_list_keeps_only_those_fields():
+    limits = MessageLimits(fields=frozenset({"temp"}))
+    assert decode({"device_id": "d", "timestamp": 1, "data": {"temp": 1.0, "rpm": 2.0}}, limits).values == {
+        "temp": 1.0
+    }
+    assert reason({"device_id": "d", "timestamp": 1, "data": {"rpm": 2.0}}, limits) == "missing_data"
+
+
+def test_a_rejection_row_names_reason_source_and_payload():
+    row = decode(b"{oops").as_row()
+    assert row["reason"] == "invalid_json"
+    assert row["source"] == "test"
+    assert row["payload"] == "{oops"
+    assert row["received_at"].endswith("Z")
