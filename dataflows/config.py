@@ -83,36 +83,69 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("FLEAD_INPUT", str(BUNDLED_DATA), _text,
-            "What to read: a JSON Lines file, a CSV file, a directory of them (replay), or `kafka`."),
+    Setting(
+        "FLEAD_INPUT",
+        str(BUNDLED_DATA),
+        _text,
+        "What to read: a JSON Lines file, a CSV file, a directory of them (replay), or `kafka`.",
+    ),
     Setting("FLEAD_OUT_DIR", "flead-out", _text, "Where the JSON Lines outputs and `summary.json` go."),
     Setting("FLEAD_WINDOW", "100", _positive_int, "Readings in each field's rolling window."),
-    Setting("FLEAD_SHORT_WINDOW", "10", _positive_int,
-            "Readings in the short window that level-shift and spread features compare with the long one."),
+    Setting(
+        "FLEAD_SHORT_WINDOW",
+        "10",
+        _positive_int,
+        "Readings in the short window that level-shift and spread features compare with the long one.",
+    ),
     Setting("FLEAD_WARMUP", "10", _positive_int, "Readings a field needs before its z-score counts."),
     Setting("FLEAD_Z_WARNING", "2.5", _positive_float, "|z| at or above this is a `warning`."),
     Setting("FLEAD_Z_CRITICAL", "3.0", _positive_float, "|z| at or above this is `critical`."),
     Setting("FLEAD_ROUND_ROWS", "50", _positive_int, "A local round closes after this many readings..."),
-    Setting("FLEAD_ROUND_SECONDS", "60", _non_negative_float,
-            "...or after this many seconds of event time (0 = rows only)."),
-    Setting("FLEAD_FEDAVG_UPDATES", "20", _non_negative_int,
-            "A new global model after this many local updates (0 = time only)..."),
-    Setting("FLEAD_FEDAVG_SECONDS", "0", _non_negative_float,
-            "...or after this many seconds of event time since the last one (0 = off)."),
-    Setting("FLEAD_SHARDS", "64", _positive_int,
-            "Shard keys of the device stage (crc32(device_id) % shards); more shards spread better over workers."),
+    Setting(
+        "FLEAD_ROUND_SECONDS", "60", _non_negative_float, "...or after this many seconds of event time (0 = rows only)."
+    ),
+    Setting(
+        "FLEAD_FEDAVG_UPDATES",
+        "20",
+        _non_negative_int,
+        "A new global model after this many local updates (0 = time only)...",
+    ),
+    Setting(
+        "FLEAD_FEDAVG_SECONDS",
+        "0",
+        _non_negative_float,
+        "...or after this many seconds of event time since the last one (0 = off).",
+    ),
+    Setting(
+        "FLEAD_SHARDS",
+        "64",
+        _positive_int,
+        "Shard keys of the device stage (crc32(device_id) % shards); more shards spread better over workers.",
+    ),
     Setting("FLEAD_LABEL_COLUMN", "label", _text, "The ground-truth column (CSV) or key (JSON); never a feature."),
-    Setting("FLEAD_FIELDS", "", _field_list,
-            "Comma-separated telemetry fields; empty = every numeric field except the label."),
+    Setting(
+        "FLEAD_FIELDS",
+        "",
+        _field_list,
+        "Comma-separated telemetry fields; empty = every numeric field except the label.",
+    ),
     Setting("FLEAD_SCORES", "false", _flag, "Also write `scores.jsonl`, one row per processed reading."),
     Setting("FLEAD_LEARNING_RATE", "0.05", _positive_float, "SGD learning rate of the local models."),
-    Setting("FLEAD_POSITIVE_WEIGHT", "5", _positive_float,
-            "Sample weight of an anomalous reading in local training (anomalies are rare)."),
+    Setting(
+        "FLEAD_POSITIVE_WEIGHT",
+        "5",
+        _positive_float,
+        "Sample weight of an anomalous reading in local training (anomalies are rare).",
+    ),
     Setting("FLEAD_SCORE_THRESHOLD", "0.5", _probability, "A model score above this flags an anomaly."),
     Setting("FLEAD_MAX_MESSAGE_BYTES", "65536", _positive_int, "Larger messages are rejected."),
     Setting("FLEAD_MAX_FIELDS", "32", _positive_int, "Messages with more telemetry fields are rejected."),
-    Setting("FLEAD_MAX_FUTURE_SECONDS", "86400", _non_negative_float,
-            "Messages stamped further than this ahead of the wall clock are rejected."),
+    Setting(
+        "FLEAD_MAX_FUTURE_SECONDS",
+        "86400",
+        _non_negative_float,
+        "Messages stamped further than this ahead of the wall clock are rejected.",
+    ),
     Setting("FLEAD_BATCH_SIZE", "1000", _positive_int, "Records per replay batch."),
     Setting("FLEAD_PROGRESS_SECONDS", "5", _non_negative_float, "Seconds between progress lines (0 = none)."),
 )
@@ -149,7 +182,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         try:
             raw[setting.name] = setting.parse(text)
         except ValueError as exc:
-            reason = str(exc) if not str(exc).startswith(("invalid literal", "could not convert")) else "is not a number"
+            reason = str(exc)
+            if reason.startswith(("invalid literal", "could not convert")):
+                reason = "is not a number"
             raise ConfigError(f"{setting.name}={text!r}: {reason}") from None
     if raw["FLEAD_Z_CRITICAL"] < raw["FLEAD_Z_WARNING"]:
         raise ConfigError(
@@ -158,7 +193,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if raw["FLEAD_SHORT_WINDOW"] > raw["FLEAD_WINDOW"]:
         raise ConfigError(f"FLEAD_SHORT_WINDOW={raw['FLEAD_SHORT_WINDOW']} must not exceed FLEAD_WINDOW")
     if raw["FLEAD_FEDAVG_UPDATES"] == 0 and raw["FLEAD_FEDAVG_SECONDS"] == 0:
-        raise ConfigError("FLEAD_FEDAVG_UPDATES and FLEAD_FEDAVG_SECONDS are both 0: no global model would ever be made")
+        raise ConfigError("FLEAD_FEDAVG_UPDATES and FLEAD_FEDAVG_SECONDS are both 0: no global model would be made")
     if raw["FLEAD_WINDOW"] < 2:
         raise ConfigError("FLEAD_WINDOW must be at least 2")
     source = raw["FLEAD_INPUT"]
@@ -204,7 +239,9 @@ def settings_table() -> str:
     """The README's table of settings, generated from :data:`SETTINGS` so the two cannot drift."""
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
     for setting in SETTINGS:
-        default = "bundled `data/nab`" if setting.name == "FLEAD_INPUT" else f"`{setting.default}`" if setting.default else "(empty)"
+        if setting.name == "FLEAD_INPUT":
+            default = "bundled `data/nab`"
+        else:
+            default = f"`{setting.default}`" if setting.default else "(empty)"
         rows.append(f"| `{setting.name}` | {default} | {setting.help} |")
     return "\n".join(rows)
-

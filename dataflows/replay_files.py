@@ -41,9 +41,7 @@ def replay_files(path: Path) -> list[Path]:
     """The files a replay of ``path`` reads, in a stable order."""
     if path.is_file():
         return [path]
-    files = sorted(
-        p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (*JSON_LINES_SUFFIXES, CSV_SUFFIX)
-    )
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (*JSON_LINES_SUFFIXES, CSV_SUFFIX))
     if not files:
         raise FileNotFoundError(f"no .jsonl, .ndjson or .csv files under {path}")
     return files

@@ -35,6 +35,7 @@ class _ReplayPartition(StatefulSourcePartition[ReplayItem, ReplayPosition]):
         rows_done, loopback_offset = resume if resume is not None else (0, None)
         self._records = read_replay(path, limits)
         if rows_done:
+            print(f"flead: resuming the replay of {path} after row {rows_done:,}", flush=True)
             next(islice(self._records, rows_done - 1, rows_done), None)
         self._rows_done = rows_done
         self._batch_size = batch_size

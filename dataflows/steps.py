@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
@@ -102,7 +102,7 @@ class SummaryLogic(StatefulBatchLogic[SummaryInput, tuple[str, Any], RunTotals])
     def _later(self) -> datetime | None:
         if not self.progress_seconds:
             return None
-        return datetime.now(timezone.utc) + timedelta(seconds=self.progress_seconds)
+        return datetime.now(UTC) + timedelta(seconds=self.progress_seconds)
 
     def on_batch(self, values: list[SummaryInput]) -> tuple[list[tuple[str, Any]], bool]:
         totals = self.totals

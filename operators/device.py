@@ -93,8 +93,16 @@ class DeviceState:
     """
 
     __slots__ = (
-        "device_id", "windows", "model", "model_version", "base_global_version",
-        "round_rows", "round_start", "round_last", "round_correct", "round_loss",
+        "base_global_version",
+        "device_id",
+        "model",
+        "model_version",
+        "round_correct",
+        "round_last",
+        "round_loss",
+        "round_rows",
+        "round_start",
+        "windows",
     )
 
     def __init__(self, device_id: str, settings: DetectionSettings) -> None:
@@ -117,14 +125,16 @@ class DeviceState:
             self._start_round(reading.timestamp, global_model)
         z_scores, z_changes, windows = [], [], []
         top_field, top_z = "", 0.0
+        warmed_up = False
         for name, value in reading.values.items():
             window = self.windows.get(name)
             if window is None:
                 window = self.windows[name] = RollingStats(settings.window, settings.short_window)
             previous_z = window.last_z
-            warmed_up = window.count >= settings.warmup
+            field_warmed_up = window.count >= settings.warmup
+            warmed_up = warmed_up or field_warmed_up
             z = window.push(value)
-            if not warmed_up:
+            if not field_warmed_up:
                 z = window.last_z = 0.0
             z_scores.append(z)
             z_changes.append(z - previous_z)
@@ -140,11 +150,19 @@ class DeviceState:
             score, scorer = global_score, global_model.parameters
         else:
             global_score, score, scorer = None, local_score, self.model.parameters
-        is_anomaly = severity is not None or score > settings.score_threshold
+        # Before any field has a warm window the features carry no information: no model flags.
+        is_anomaly = severity is not None or (warmed_up and score > settings.score_threshold)
         if is_anomaly and severity is None:
             severity = MODEL_SEVERITY
         detection = Detection(
-            reading, top_z, top_field, severity, score, is_anomaly, local_score, global_score,
+            reading,
+            top_z,
+            top_field,
+            severity,
+            score,
+            is_anomaly,
+            local_score,
+            global_score,
             global_model.version if global_model is not None else 0,
             scorer.contributions(features) if is_anomaly else [],
         )

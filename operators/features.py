@@ -38,9 +38,7 @@ def _clip(x: float) -> float:
     return FEATURE_CAP if x > FEATURE_CAP else -FEATURE_CAP if x < -FEATURE_CAP else x
 
 
-def reading_features(
-    z_scores: list[float], z_changes: list[float], windows: list[RollingStats]
-) -> dict[str, float]:
+def reading_features(z_scores: list[float], z_changes: list[float], windows: list[RollingStats]) -> dict[str, float]:
     """Features of one reading from its fields' z-scores and their windows *after* the reading."""
     abs_z = 0.0
     abs_z_sum = 0.0
@@ -48,7 +46,7 @@ def reading_features(
     level_shift = 0.0
     spread_ratio = -FEATURE_CAP
     flat = 0.0
-    for z, dz, window in zip(z_scores, z_changes, windows):
+    for z, dz, window in zip(z_scores, z_changes, windows, strict=False):
         a = abs(z)
         abs_z_sum += a
         abs_z = max(abs_z, a)

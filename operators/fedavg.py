@@ -24,7 +24,7 @@ def fedavg(weights: Sequence[Sequence[float]], samples: Sequence[int]) -> list[f
         raise ValueError("the sample counts must add up to more than 0")
     dimension = len(weights[0])
     averaged = [0.0] * dimension
-    for vector, n in zip(weights, samples):
+    for vector, n in zip(weights, samples, strict=False):
         if len(vector) != dimension:
             raise ValueError(f"weight vectors differ in length: {len(vector)} != {dimension}")
         for i, w in enumerate(vector):
@@ -156,15 +156,14 @@ class FedAvgAggregator:
         names = sorted({name for c in contributions for name in c.parameters.weights})
         samples = [c.samples for c in contributions]
         vectors = [
-            [*(c.parameters.weights.get(name, 0.0) for name in names), c.parameters.intercept]
-            for c in contributions
+            [*(c.parameters.weights.get(name, 0.0) for name in names), c.parameters.intercept] for c in contributions
         ]
         *averaged, intercept = fedavg(vectors, samples)
         accuracy = sum(c.correct for c in contributions) / sum(samples)
         self.version += 1
         model = GlobalModel(
             version=self.version,
-            parameters=ModelParameters(dict(zip(names, averaged)), intercept),
+            parameters=ModelParameters(dict(zip(names, averaged, strict=False)), intercept),
             accuracy=accuracy,
             num_devices=len(contributions),
             num_updates=self.pending_updates,

@@ -44,8 +44,9 @@ class ModelParameters:
         return sigmoid(self.logit(features))
 
     def contributions(self, features: dict[str, float], top: int = 3) -> list[dict[str, float | str]]:
-        """The features that pushed this score most, largest |weight·value| first."""
+        """The terms that pushed this score most, largest |weight·value| first (the intercept is one)."""
         terms = [(name, x, self.weights.get(name, 0.0) * x) for name, x in features.items()]
+        terms.append(("intercept", 1.0, self.intercept))
         terms.sort(key=lambda term: abs(term[2]), reverse=True)
         return [
             {"feature": name, "value": round(x, 4), "contribution": round(c, 4)}
@@ -69,9 +70,7 @@ class LocalModel:
     __slots__ = ("_model", "positive_weight")
 
     def __init__(self, learning_rate: float, positive_weight: float = 1.0) -> None:
-        self._model = linear_model.LogisticRegression(
-            optimizer=optim.SGD(learning_rate), intercept_lr=learning_rate
-        )
+        self._model = linear_model.LogisticRegression(optimizer=optim.SGD(learning_rate), intercept_lr=learning_rate)
         self.positive_weight = positive_weight
 
     def probability(self, features: dict[str, float]) -> float:

@@ -11,7 +11,7 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -152,16 +152,13 @@ def parse_timestamp(value: Any) -> float:
         except ValueError:
             raise InvalidMessage("invalid_timestamp", f"{value[:40]!r} is not ISO-8601") from None
         if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
+            parsed = parsed.replace(tzinfo=UTC)
         return parsed.timestamp()
     raise InvalidMessage("invalid_timestamp", f"not a string or number: {type(value).__name__}")
 
 
 def validate_values(data: Any, limits: MessageLimits) -> dict[str, float]:
-    if isinstance(data, dict):
-        items = data.items()
-    else:
-        items = ((SINGLE_FIELD, data),)
+    items = data.items() if isinstance(data, dict) else ((SINGLE_FIELD, data),)
     values: dict[str, float] = {}
     for name, value in items:
         if name == limits.label_key or (limits.fields is not None and name not in limits.fields):
@@ -195,4 +192,4 @@ def validate_label(label: Any) -> int | None:
 
 def iso_timestamp(seconds: float) -> str:
     """ISO-8601 UTC with milliseconds and a ``Z``, the form every output uses."""
-    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

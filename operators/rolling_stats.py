@@ -38,8 +38,17 @@ class RollingStats:
     """
 
     __slots__ = (
-        "_ring", "_pos", "count", "_shift", "_sum", "_sumsq",
-        "_short_size", "_short_sum", "_short_sumsq", "_pushes", "last_z",
+        "_pos",
+        "_pushes",
+        "_ring",
+        "_shift",
+        "_short_size",
+        "_short_sum",
+        "_short_sumsq",
+        "_sum",
+        "_sumsq",
+        "count",
+        "last_z",
     )
 
     _RESUM_EVERY = 10_000
@@ -136,7 +145,7 @@ class RollingStats:
         return tuple(getattr(self, name) for name in self.__slots__)
 
     def __setstate__(self, state: tuple) -> None:
-        for name, value in zip(self.__slots__, state):
+        for name, value in zip(self.__slots__, state, strict=False):
             setattr(self, name, value)
 
     def _resum(self) -> None:

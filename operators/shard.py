@@ -99,10 +99,7 @@ class ShardState:
         if model.version <= current:
             return []
         closed = [self._close_evaluation(current)] if current else []
-        closed.extend(
-            EvaluationPartial(version, ConfusionCounts())
-            for version in range(current + 1, model.version)
-        )
+        closed.extend(EvaluationPartial(version, ConfusionCounts()) for version in range(current + 1, model.version))
         self.global_model = model
         return closed
 

@@ -23,7 +23,7 @@ def test_features_are_scale_free():
 
 
 def test_a_spike_raises_abs_z_and_its_change():
-    quiet = features_after(SIGNAL[:-1] + [SIGNAL[-2]])
+    quiet = features_after([*SIGNAL[:-1], SIGNAL[-2]])
     spike = features_after(SIGNAL)
     assert spike["abs_z"] > 3 > quiet["abs_z"]
     assert spike["z_change"] > quiet["z_change"]

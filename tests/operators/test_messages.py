@@ -109,9 +109,7 @@ def test_the_label_never_becomes_a_feature():
 
 def test_a_field_list_keeps_only_those_fields():
     limits = MessageLimits(fields=frozenset({"temp"}))
-    assert decode({"device_id": "d", "timestamp": 1, "data": {"temp": 1.0, "rpm": 2.0}}, limits).values == {
-        "temp": 1.0
-    }
+    assert decode({"device_id": "d", "timestamp": 1, "data": {"temp": 1.0, "rpm": 2.0}}, limits).values == {"temp": 1.0}
     assert reason({"device_id": "d", "timestamp": 1, "data": {"rpm": 2.0}}, limits) == "missing_data"
 
 

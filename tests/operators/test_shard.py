@@ -51,7 +51,7 @@ def test_no_global_model_no_live_evaluation():
 
 def test_a_newer_global_model_closes_the_evaluation_of_the_older_one():
     shard = ShardState(SETTINGS, emit_scores=False)
-    shard.process([model(1, 5.0)] + readings(3))
+    shard.process([model(1, 5.0), *readings(3)])
     outputs = shard.process([model(3, 5.0)])
     partials = of(outputs, EvaluationPartial)
     # v1 with its 3 scored readings, and v2, which this shard never had, closed empty
@@ -69,7 +69,7 @@ def test_duplicates_and_late_copies_of_global_models_are_harmless():
 
 def test_finish_closes_partial_rounds_and_the_open_evaluation():
     shard = ShardState(SETTINGS, emit_scores=False)
-    shard.process([model(1, 5.0)] + readings(7, device="a") + readings(2, device="b"))
+    shard.process([model(1, 5.0), *readings(7, device="a"), *readings(2, device="b")])
     outputs = shard.finish()
     assert sorted((u.device_id, u.samples) for u in of(outputs, LocalUpdate)) == [("a", 2), ("b", 2)]
     assert [(p.global_version, p.counts.n) for p in of(outputs, EvaluationPartial)] == [(1, 9)]

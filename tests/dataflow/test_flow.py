@@ -1,0 +1,115 @@
+"""The whole dataflow in one worker through ``bytewax.testing.run_main``."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from bytewax.testing import run_main
+
+from dataflows.flead import build_flow
+from tests.dataflow.conftest import settings_for
+
+
+def read_rows(path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def run(nab_sample, tmp_path_factory):
+    out = tmp_path_factory.mktemp("flow-out")
+    run_main(build_flow(settings_for(nab_sample, out, scores="1")))
+    return out, orjson.loads((out / "summary.json").read_bytes())
+
+
+def test_nothing_disappears(run):
+    _, summary = run
+    assert summary["rows_read"] == 4032 + 4032 + 1882 + 3  # the three files' rows and one bad row each
+    assert summary["rows_rejected"] == 3
+    assert summary["rows_processed"] + summary["rows_rejected"] == summary["rows_read"]
+    assert summary["rows_unaccounted"] == 0
+
+
+def test_rejected_rows_are_dead_letters_with_a_reason(run):
+    out, _ = run
+    letters = read_rows(out / "dead_letters.jsonl")
+    assert [letter["reason"] for letter in letters] == ["invalid_value"] * 3
+    assert all("not-a-number" in letter["payload"] and letter["source"].startswith("file:") for letter in letters)
+
+
+def test_every_processed_reading_has_a_score_row(run):
+    out, summary = run
+    scores = read_rows(out / "scores.jsonl")
+    assert len(scores) == summary["rows_processed"]
+    assert all(0.0 <= row["score"] <= 1.0 for row in scores)
+    assert {row["label"] for row in scores} == {0, 1}
+
+
+def test_anomalies_carry_severity_signed_z_and_explanation(run):
+    out, summary = run
+    anomalies = read_rows(out / "anomalies.jsonl")
+    by_severity = {}
+    for row in anomalies:
+        by_severity[row["severity"]] = by_severity.get(row["severity"], 0) + 1
+    assert by_severity == summary["anomalies"]
+    critical = [row for row in anomalies if row["severity"] == "critical"]
+    assert critical and all(abs(row["z_score"]) >= 3.0 for row in critical)
+    assert any(row["z_score"] < 0 for row in critical) and any(row["z_score"] > 0 for row in critical)
+    assert all(row["explanation"] for row in anomalies if row["global_version"] > 0)
+    assert set(anomalies[0]) == {
+        "device_id",
+        "timestamp",
+        "values",
+        "field",
+        "z_score",
+        "severity",
+        "score",
+        "global_version",
+        "explanation",
+    }
+
+
+def test_local_updates_and_global_versions(run):
+    out, summary = run
+    updates = read_rows(out / "local_models.jsonl")
+    models = read_rows(out / "federated_models.jsonl")
+    assert len(updates) == summary["local_updates"] > 0
+    assert [m["global_version"] for m in models] == list(range(1, summary["global_versions"] + 1))
+    assert summary["global_versions"] == summary["local_updates"] // 20
+    assert all(m["num_updates"] == 20 and 1 <= m["num_devices"] <= 3 for m in models)
+    per_device: dict[str, list[int]] = {}
+    for update in updates:
+        per_device.setdefault(update["device_id"], []).append(update["model_version"])
+    assert all(versions == list(range(1, len(versions) + 1)) for versions in per_device.values())
+
+
+def test_global_models_reach_the_devices_through_the_loopback(run):
+    out, _ = run
+    updates = read_rows(out / "local_models.jsonl")
+    base_versions = [u["global_version"] for u in updates]
+    assert base_versions[0] == 0
+    assert max(base_versions) >= 1
+    # a device's rounds start from ever newer global models
+    for device in {u["device_id"] for u in updates}:
+        versions = [u["global_version"] for u in updates if u["device_id"] == device]
+        assert versions == sorted(versions)
+
+
+def test_live_evaluation_rows_add_up_to_the_summary(run):
+    out, summary = run
+    rows = read_rows(out / "model_evaluations.jsonl")
+    assert rows
+    assert all(row["n"] == row["tp"] + row["fp"] + row["tn"] + row["fn"] for row in rows)
+    assert all(row["window_start"] <= row["window_end"] for row in rows)
+    assert sum(row["n"] for row in rows) == summary["live_evaluation"]["n"]
+
+
+def test_a_fresh_run_replaces_the_outputs_of_the_last_one(run, nab_sample, tmp_path):
+    _out, _ = run
+    (tmp_path / "stale").mkdir()
+    for name in ("dead_letters.jsonl", "scores.jsonl", "summary.json"):
+        (tmp_path / "stale" / name).write_text("old\n")
+    csv = nab_sample / "realKnownCause" / "rogue_agent_key_hold.csv"
+    run_main(build_flow(settings_for(csv, tmp_path / "stale")))
+    assert (tmp_path / "stale" / "dead_letters.jsonl").read_text().count("\n") == 1
+    assert not (tmp_path / "stale" / "scores.jsonl").exists()
+    assert orjson.loads((tmp_path / "stale" / "summary.json").read_bytes())["rows_read"] == 1883
