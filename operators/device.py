@@ -49,8 +49,8 @@ class Detection:
     field: str
     severity: str | None
     score: float
+    """The device's local model's probability that the reading is anomalous."""
     is_anomaly: bool
-    local_score: float
     global_score: float | None
     global_version: int
     explanation: list[dict[str, Any]]
@@ -77,7 +77,6 @@ class Detection:
             "label": self.reading.label,
             "severity": self.severity,
             "z_score": round(self.z_score, 4),
-            "local_score": round(self.local_score, 6),
             "global_score": None if self.global_score is None else round(self.global_score, 6),
             "global_version": self.global_version,
         }
@@ -144,12 +143,11 @@ class DeviceState:
         features = reading_features(z_scores, z_changes, windows)
         severity = settings.severity(abs(top_z))
 
-        local_score = self.model.probability(features)
-        if global_model is not None:
-            global_score: float | None = global_model.parameters.probability(features)
-            score, scorer = global_score, global_model.parameters
-        else:
-            global_score, score, scorer = None, local_score, self.model.parameters
+        # The score is the device's own model: it started this round from the newest global
+        # model and has learned from this device's readings since. The global model's score
+        # is what the live evaluation measures.
+        score = self.model.probability(features)
+        global_score = global_model.parameters.probability(features) if global_model is not None else None
         # Before any field has a warm window the features carry no information: no model flags.
         is_anomaly = severity is not None or (warmed_up and score > settings.score_threshold)
         if is_anomaly and severity is None:
@@ -161,17 +159,16 @@ class DeviceState:
             severity,
             score,
             is_anomaly,
-            local_score,
             global_score,
             global_model.version if global_model is not None else 0,
-            scorer.contributions(features) if is_anomaly else [],
+            self.model.parameters.contributions(features) if is_anomaly else [],
         )
 
         target = reading.label if reading.label is not None else int(severity in Z_RULE_SEVERITIES)
         self.round_rows += 1
         self.round_last = reading.timestamp
-        self.round_correct += int((local_score > settings.score_threshold) == bool(target))
-        self.round_loss += log_loss(local_score, target)
+        self.round_correct += int((score > settings.score_threshold) == bool(target))
+        self.round_loss += log_loss(score, target)
         self.model.learn(features, target)
 
         due = self.round_rows >= settings.round_rows or (

@@ -80,7 +80,7 @@ class ShardState:
                 timestamp = item.timestamp
                 detection_counts = counters.detection
                 detection_counts["z_rule"].add(detection.severity in Z_RULE_SEVERITIES, label, timestamp)
-                detection_counts["local_model"].add(detection.local_score > threshold, label, timestamp)
+                detection_counts["local_model"].add(detection.score > threshold, label, timestamp)
                 detection_counts["is_anomaly"].add(detection.is_anomaly, label, timestamp)
                 if detection.global_score is not None:
                     global_positive = detection.global_score > threshold
