@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,36 @@ def _field_list(text: str) -> frozenset[str] | None:
     return names or None
 
 
+def _optional_text(text: str) -> str:
+    return text.strip()
+
+
+def _kafka_config(text: str) -> dict[str, str]:
+    """``key=value`` pairs separated by ``;`` or newlines (values may hold commas)."""
+    config = {}
+    for pair in text.replace("\n", ";").split(";"):
+        if not pair.strip():
+            continue
+        key, separator, value = pair.partition("=")
+        if not separator or not key.strip():
+            raise ValueError(f"expected key=value pairs separated by ';', got {redact_pair(pair)!r}")
+        config[key.strip()] = value.strip()
+    return config
+
+
+SECRET_WORDS = ("password", "secret", "key", "token", "credential")
+
+
+def redact_pair(pair: str) -> str:
+    key, _, _ = pair.partition("=")
+    return f"{key.strip()}=***" if any(word in key.lower() for word in SECRET_WORDS) else pair.strip()
+
+
+def redacted(config: Mapping[str, str]) -> dict[str, str]:
+    """A librdkafka config fit for a log line: values of secret-looking keys masked."""
+    return {key: "***" if any(word in key.lower() for word in SECRET_WORDS) else value for key, value in config.items()}
+
+
 def _text(text: str) -> str:
     if not text.strip():
         raise ValueError("must not be empty")
@@ -80,6 +110,8 @@ class Setting:
     default: str
     parse: Callable[[str], Any]
     help: str
+    secret: bool = False
+    """Its value may hold credentials: errors name the variable but never echo the value."""
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -147,8 +179,94 @@ SETTINGS: tuple[Setting, ...] = (
         "Messages stamped further than this ahead of the wall clock are rejected.",
     ),
     Setting("FLEAD_BATCH_SIZE", "1000", _positive_int, "Records per replay batch."),
+    Setting(
+        "FLEAD_KAFKA_BROKERS",
+        "",
+        _optional_text,
+        "Kafka bootstrap servers (`host:port,...`); needed by `FLEAD_INPUT=kafka`; when set, results also go "
+        "to the topics below.",
+    ),
+    Setting(
+        "FLEAD_KAFKA_CONFIG",
+        "",
+        _kafka_config,
+        "Extra librdkafka settings for every client, `key=value` pairs separated by `;` (TLS, SASL); "
+        "secret values are never logged.",
+        secret=True,
+    ),
+    Setting(
+        "FLEAD_KAFKA_TAIL",
+        "true",
+        _flag,
+        "Keep following the input topics; `false` stops at their end (back-fills, tests).",
+    ),
+    Setting(
+        "FLEAD_KAFKA_IDLE_SECONDS",
+        "10",
+        _positive_float,
+        "With `FLEAD_KAFKA_TAIL=false`: the global-model input stops after this long with nothing new.",
+    ),
+    Setting(
+        "FLEAD_KAFKA_CONNECT_SECONDS",
+        "5",
+        _positive_float,
+        "Start-up fails when the brokers do not answer within this time.",
+    ),
+    Setting("FLEAD_TOPIC_TELEMETRY", "edge-iiot-stream", _text, "Telemetry in."),
+    Setting("FLEAD_TOPIC_ANOMALIES", "anomalies", _text, "Anomalies out, keyed by device id."),
+    Setting("FLEAD_TOPIC_LOCAL_UPDATES", "local-model-updates", _text, "Local updates out, keyed by device id."),
+    Setting(
+        "FLEAD_TOPIC_GLOBAL_MODELS",
+        "global-model-updates",
+        _text,
+        "Global models out, keyed by version, and back in to every shard.",
+    ),
+    Setting("FLEAD_TOPIC_DEAD_LETTERS", "flead-dead-letters", _text, "Rejected input, with reason and source."),
+    Setting(
+        "FLEAD_DATABASE_URL",
+        "",
+        _optional_text,
+        "PostgreSQL/TimescaleDB URL (`postgresql://user:pass@host:5432/db`); empty = no database.",
+        secret=True,
+    ),
+    Setting(
+        "FLEAD_DB_BUFFER_ROWS",
+        "100000",
+        _positive_int,
+        "Rows held in memory while the database is away; beyond it the oldest are dropped (and counted).",
+    ),
+    Setting("FLEAD_DB_COMPRESS_AFTER", "7 days", _optional_text, "TimescaleDB compression policy (empty = none)."),
+    Setting("FLEAD_DB_RETAIN_FOR", "90 days", _optional_text, "TimescaleDB retention policy (empty = none)."),
+    Setting("FLEAD_RATE", "0", _non_negative_float, "Producer: messages per second (0 = as fast as possible)."),
+    Setting("FLEAD_LOOP", "false", _flag, "Producer: start again at the end of the input, shifted in time."),
     Setting("FLEAD_PROGRESS_SECONDS", "5", _non_negative_float, "Seconds between progress lines (0 = none)."),
 )
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    brokers: tuple[str, ...]
+    config: dict[str, str] = field(repr=False)
+    tail: bool
+    idle_seconds: float
+    connect_seconds: float
+    telemetry_topic: str
+    anomalies_topic: str
+    local_updates_topic: str
+    global_models_topic: str
+    dead_letters_topic: str
+
+    def client_config(self) -> dict[str, str]:
+        """librdkafka settings every FLEAD client starts from: the brokers plus FLEAD_KAFKA_CONFIG."""
+        return {"bootstrap.servers": ",".join(self.brokers), **self.config}
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = field(repr=False)
+    buffer_rows: int
+    compress_after: str | None
+    retain_for: str | None
 
 
 @dataclass(frozen=True)
@@ -163,6 +281,14 @@ class Settings:
     scores: bool
     batch_size: int
     progress_seconds: float
+    kafka: KafkaSettings | None
+    database: DatabaseSettings | None
+    rate: float
+    loop: bool
+
+    @property
+    def reads_kafka(self) -> bool:
+        return self.input == "kafka"
 
     @property
     def input_path(self) -> Path:
@@ -185,7 +311,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             reason = str(exc)
             if reason.startswith(("invalid literal", "could not convert")):
                 reason = "is not a number"
-            raise ConfigError(f"{setting.name}={text!r}: {reason}") from None
+            shown = setting.name if setting.secret else f"{setting.name}={text!r}"
+            raise ConfigError(f"{shown}: {reason}") from None
     if raw["FLEAD_Z_CRITICAL"] < raw["FLEAD_Z_WARNING"]:
         raise ConfigError(
             f"FLEAD_Z_CRITICAL={raw['FLEAD_Z_CRITICAL']} must not be below FLEAD_Z_WARNING={raw['FLEAD_Z_WARNING']}"
@@ -197,6 +324,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if raw["FLEAD_WINDOW"] < 2:
         raise ConfigError("FLEAD_WINDOW must be at least 2")
     source = raw["FLEAD_INPUT"]
+    if source == "kafka" and not raw["FLEAD_KAFKA_BROKERS"]:
+        raise ConfigError("FLEAD_INPUT=kafka needs FLEAD_KAFKA_BROKERS (host:port,...)")
+    if raw["FLEAD_DATABASE_URL"] and not raw["FLEAD_DATABASE_URL"].startswith(("postgresql://", "postgres://")):
+        raise ConfigError("FLEAD_DATABASE_URL must start with postgresql:// (or postgres://)")
     if source != "kafka":
         if not Path(source).exists():
             raise ConfigError(f"FLEAD_INPUT={source!r}: no such file or directory")
@@ -232,6 +363,30 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         scores=raw["FLEAD_SCORES"],
         batch_size=raw["FLEAD_BATCH_SIZE"],
         progress_seconds=raw["FLEAD_PROGRESS_SECONDS"],
+        kafka=KafkaSettings(
+            brokers=tuple(b.strip() for b in raw["FLEAD_KAFKA_BROKERS"].split(",") if b.strip()),
+            config=raw["FLEAD_KAFKA_CONFIG"],
+            tail=raw["FLEAD_KAFKA_TAIL"],
+            idle_seconds=raw["FLEAD_KAFKA_IDLE_SECONDS"],
+            connect_seconds=raw["FLEAD_KAFKA_CONNECT_SECONDS"],
+            telemetry_topic=raw["FLEAD_TOPIC_TELEMETRY"],
+            anomalies_topic=raw["FLEAD_TOPIC_ANOMALIES"],
+            local_updates_topic=raw["FLEAD_TOPIC_LOCAL_UPDATES"],
+            global_models_topic=raw["FLEAD_TOPIC_GLOBAL_MODELS"],
+            dead_letters_topic=raw["FLEAD_TOPIC_DEAD_LETTERS"],
+        )
+        if raw["FLEAD_KAFKA_BROKERS"]
+        else None,
+        database=DatabaseSettings(
+            url=raw["FLEAD_DATABASE_URL"],
+            buffer_rows=raw["FLEAD_DB_BUFFER_ROWS"],
+            compress_after=raw["FLEAD_DB_COMPRESS_AFTER"] or None,
+            retain_for=raw["FLEAD_DB_RETAIN_FOR"] or None,
+        )
+        if raw["FLEAD_DATABASE_URL"]
+        else None,
+        rate=raw["FLEAD_RATE"],
+        loop=raw["FLEAD_LOOP"],
     )
 
 

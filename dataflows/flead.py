@@ -2,25 +2,29 @@
 
     python -m bytewax.run dataflows.flead
 
-    telemetry (replay files) ── parse + validate ──rejected──► dead_letters
-      │  key: crc32(device_id) % FLEAD_SHARDS
+    telemetry: replay files | Kafka FLEAD_TOPIC_TELEMETRY
+      │  parse + validate ──rejected──► dead letters (file, topic, table)
+      ▼  key: crc32(device_id) % FLEAD_SHARDS
+    devices    per shard: rolling z-score, features, local River model, live evaluation
+      ├─► anomalies, scores                               (files, topic, table)
+      ├─► local updates ─► fedavg ─► global models        (files, topics, tables)
+      │                                 └─► loopback file | FLEAD_TOPIC_GLOBAL_MODELS ─► every shard
+      ├─► evaluation partials ─► evaluation ─► model evaluations
       ▼
-    devices   (per shard: rolling z-score, features, local River model, live evaluation)
-      ├─► anomalies, scores
-      ├─► local updates ──► fedavg ──► federated models ──► loopback ──► every shard
-      ├─► evaluation partials ──► evaluation ──► model_evaluations
-      ▼
-    summary   (totals, progress lines, summary.json)
+    summary    totals, Prometheus counters, progress lines, summary.json
 
 Settings come from ``FLEAD_*`` environment variables (see README.md).
 """
 
 from __future__ import annotations
 
+import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import bytewax.operators as op
+import orjson
 from bytewax.dataflow import Dataflow, Stream
 
 from dataflows.config import ConfigError, Settings, load_settings
@@ -54,30 +58,32 @@ def of_type(step_id: str, stream: Stream[Any], kind: type) -> Stream[Any]:
 def build_flow(settings: Settings) -> Dataflow:
     flow = Dataflow("flead")
     keys = shard_keys(settings.shards)
+    kafka = settings.kafka
 
-    output_files = [name for name in OUTPUT_FILES if settings.scores or name != "scores.jsonl"]
-    stale_files = ["summary.json", *(name for name in OUTPUT_FILES if name not in output_files)]
+    # Input: readings and rejections, read counts, and the global models coming back.
+    if settings.reads_kafka:
+        from dataflows.kafka_io import GlobalModelSource, telemetry_input
 
-    def fresh_start() -> None:
-        reset_outputs(settings.out_dir, output_files, stale_files)
-
-    # Input: telemetry rows, already parsed and validated, and global models coming back.
-    source = ReplaySource(
-        settings.input_path, settings.limits, settings.batch_size, loopback_path(settings.out_dir), fresh_start
-    )
-    items = op.input("telemetry", flow, source)
+        items = telemetry_input(flow, kafka, settings.limits, settings.batch_size)
+        returned_models = op.input("global_models_in", flow, GlobalModelSource(kafka))
+    else:
+        items = op.input("telemetry", flow, replay_source(settings))
+        returned_models = of_type("returned_models", items, GlobalModel)
     rejected = of_type("rejected", items, Rejection)
     readings = of_type("readings", items, Telemetry)
-    returned_models = of_type("returned_models", items, GlobalModel)
     read_progress = of_type("read_progress", items, SourceProgress)
 
     # Device stage, keyed by shard; a global model goes to every shard.
     keyed_readings = op.key_on("shard_of_device", readings, lambda reading: shard_of(reading.device_id, keys))
     keyed_models = op.flat_map("to_every_shard", returned_models, lambda model: [(key, model) for key in keys])
-    device_input = op.merge("device_input", keyed_readings, keyed_models)
+    idle_seconds = settings.detection.round_seconds if settings.reads_kafka else None
     device_output = op.key_rm(
         "device_output",
-        op.stateful_batch("devices", device_input, ShardLogic.builder(settings.detection, settings.scores)),
+        op.stateful_batch(
+            "devices",
+            op.merge("device_input", keyed_readings, keyed_models),
+            ShardLogic.builder(settings.detection, settings.scores, idle_seconds or None),
+        ),
     )
     detections = of_type("detections", device_output, Detection)
     local_updates = of_type("local_updates", device_output, LocalUpdate)
@@ -93,7 +99,8 @@ def build_flow(settings: Settings) -> Dataflow:
             FedAvgLogic.builder(settings.fedavg_updates, settings.fedavg_seconds),
         ),
     )
-    op.output("loopback", global_models, LoopbackSink(loopback_path(settings.out_dir)))
+    if not settings.reads_kafka:
+        op.output("loopback", global_models, LoopbackSink(loopback_path(settings.out_dir)))
 
     # Live evaluation of each global version on the labelled stream.
     evaluations = op.key_rm(
@@ -105,20 +112,48 @@ def build_flow(settings: Settings) -> Dataflow:
         ),
     )
 
-    # Outputs as JSON Lines.
+    # Results as (table, row): the JSON Lines files (replay) and the database tables.
     anomalies = op.filter("is_anomaly", detections, lambda detection: detection.is_anomaly)
-    rows = [
-        op.map("anomaly_rows", anomalies, lambda d: ("anomalies.jsonl", d.anomaly_row())),
-        op.map("local_model_rows", local_updates, lambda u: ("local_models.jsonl", u.as_row())),
-        op.map("federated_model_rows", global_models, lambda m: ("federated_models.jsonl", m.as_row())),
-        op.map("evaluation_rows", evaluations, lambda row: ("model_evaluations.jsonl", row)),
-        op.map("dead_letter_rows", rejected, lambda r: ("dead_letters.jsonl", r.as_row())),
+    table_rows = [
+        op.map("anomaly_rows", anomalies, lambda d: ("anomalies", d.anomaly_row())),
+        op.map("local_model_rows", local_updates, lambda u: ("local_models", u.as_row())),
+        op.map("federated_model_rows", global_models, lambda m: ("federated_models", m.as_row())),
+        op.map("evaluation_rows", evaluations, lambda row: ("model_evaluations", row)),
+        op.map("dead_letter_rows", rejected, lambda r: ("dead_letters", r.as_row())),
     ]
     if settings.scores:
-        rows.append(op.map("score_rows", detections, lambda d: ("scores.jsonl", d.score_row())))
-    op.output("jsonl", op.merge("all_rows", *rows), JsonLinesSink(settings.out_dir, output_files))
+        table_rows.append(op.map("score_rows", detections, lambda d: ("scores", d.score_row())))
+    rows = op.merge("all_rows", *table_rows)
+    if not settings.reads_kafka:
+        file_rows = op.map("file_rows", rows, lambda item: (f"{item[0]}.jsonl", item[1]))
+        op.output("jsonl", file_rows, JsonLinesSink(settings.out_dir, output_files(settings)))
+    if settings.database is not None:
+        from sinks.timescale import TimescaleSink
 
-    # Totals, progress and summary.
+        database = settings.database
+        db_rows = op.filter("db_rows", rows, lambda item: item[0] != "scores")
+        sink = TimescaleSink(
+            database.url,
+            max_buffered_rows=database.buffer_rows,
+            compress_after=database.compress_after,
+            retain_for=database.retain_for,
+        )
+        op.output("database", db_rows, sink)
+
+    # Results to Kafka topics: JSON values, keyed by device id (global models by version).
+    if kafka is not None:
+        from sinks.kafka import KafkaTopicsSink
+
+        records = op.merge(
+            "kafka_records",
+            op.map("anomaly_records", anomalies, to_topic(kafka.anomalies_topic, device_of, Detection.anomaly_row)),
+            op.map("update_records", local_updates, to_topic(kafka.local_updates_topic, device_of, LocalUpdate.as_row)),
+            op.map("model_records", global_models, to_topic(kafka.global_models_topic, version_of, GlobalModel.as_row)),
+            op.map("dead_letter_records", rejected, to_topic(kafka.dead_letters_topic, source_of, Rejection.as_row)),
+        )
+        op.output("kafka", records, KafkaTopicsSink(kafka.client_config()))
+
+    # Totals, Prometheus counters, progress and summary.
     summary_input = op.merge(
         "summary_input", read_progress, rejected, shard_counters, global_models, evaluation_partials
     )
@@ -134,11 +169,60 @@ def build_flow(settings: Settings) -> Dataflow:
     return flow
 
 
+def to_topic(topic: str, key_of: Callable[[Any], str], row_of: Callable[[Any], dict]) -> Callable[[Any], Any]:
+    return lambda item: (topic, key_of(item).encode(), orjson.dumps(row_of(item)))
+
+
+def device_of(item: Detection | LocalUpdate) -> str:
+    return item.reading.device_id if isinstance(item, Detection) else item.device_id
+
+
+def version_of(model: GlobalModel) -> str:
+    return str(model.version)
+
+
+def source_of(rejection: Rejection) -> str:
+    return rejection.source
+
+
+def output_files(settings: Settings) -> list[str]:
+    return [name for name in OUTPUT_FILES if settings.scores or name != "scores.jsonl"]
+
+
+def replay_source(settings: Settings) -> ReplaySource:
+    written = output_files(settings)
+    stale = ["summary.json", *(name for name in OUTPUT_FILES if name not in written)]
+
+    def fresh_start() -> None:
+        reset_outputs(settings.out_dir, written, stale)
+
+    return ReplaySource(
+        settings.input_path, settings.limits, settings.batch_size, loopback_path(settings.out_dir), fresh_start
+    )
+
+
+def prepare(settings: Settings) -> None:
+    """Start-up checks that must fail fast: brokers reachable, topics present, database schema."""
+    if settings.kafka is not None:
+        from dataflows.kafka_io import check_brokers, ensure_topics
+
+        ensure_topics(settings.kafka, check_brokers(settings.kafka))
+    if settings.database is not None:
+        from sinks.timescale import prepare_database
+
+        prepare_database(settings.database.url, settings.database.compress_after, settings.database.retain_for)
+
+
 def __getattr__(name: str) -> Dataflow:
     """``flow`` is built on first access, so importing this module reads no settings."""
     if name != "flow":
         raise AttributeError(name)
+    logging.basicConfig(level=logging.INFO, format="flead: %(name)s: %(message)s")
     try:
-        return build_flow(load_settings())
+        settings = load_settings()
+        prepare(settings)
     except ConfigError as exc:
         sys.exit(f"flead: bad setting: {exc}")
+    except RuntimeError as exc:
+        sys.exit(f"flead: cannot start: {exc}")
+    return build_flow(settings)

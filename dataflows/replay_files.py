@@ -148,7 +148,8 @@ class CsvColumns:
         if len(row) < len(self.index):
             raise InvalidMessage("invalid_row", f"{len(row)} columns, the header has {len(self.index)}")
         device_id = validate_device_id(row[self.device] if self.device is not None else default_device_id, limits)
-        timestamp = validate_timestamp(row[self.timestamp].strip(), limits, time.time())
+        now = time.time()
+        timestamp = validate_timestamp(row[self.timestamp].strip(), limits, now)
         values = {}
         for name, i in self.fields or ():
             try:
@@ -161,7 +162,7 @@ class CsvColumns:
         label = None
         if self.label is not None and row[self.label].strip():
             label = validate_label(_label_number(row[self.label]))
-        return Telemetry(device_id, timestamp, values, label)
+        return Telemetry(device_id, timestamp, values, label, ingested_at=now)
 
 
 def _label_number(text: str) -> float | str:

@@ -14,23 +14,45 @@ from operators.fedavg import FedAvgAggregator, GlobalModel, LocalUpdate
 from operators.messages import Rejection, Telemetry
 from operators.run_totals import RunTotals, SourceProgress
 from operators.shard import EvaluationPartial, ShardCounters, ShardOutput, ShardState
+from sinks import metrics
 
 
 class ShardLogic(StatefulBatchLogic[Telemetry | GlobalModel, ShardOutput, ShardState]):
-    """The device stage for one shard key."""
+    """The device stage for one shard key.
 
-    def __init__(self, state: ShardState) -> None:
+    With ``idle_seconds`` (live input), the partial round of a device that has been silent
+    that long in wall time is closed, so slow devices still reach FedAvg.
+    """
+
+    def __init__(self, state: ShardState, idle_seconds: float | None) -> None:
         self.state = state
+        self.idle_seconds = idle_seconds
+        self.next_idle_check = time.time() + idle_seconds if idle_seconds else None
 
     @classmethod
-    def builder(cls, settings: DetectionSettings, emit_scores: bool):
+    def builder(cls, settings: DetectionSettings, emit_scores: bool, idle_seconds: float | None):
         def build(resume: ShardState | None) -> ShardLogic:
-            return cls(resume if resume is not None else ShardState(settings, emit_scores))
+            state = resume if resume is not None else ShardState(settings, emit_scores)
+            return cls(state, idle_seconds)
 
         return build
 
     def on_batch(self, values: list[Telemetry | GlobalModel]) -> tuple[list[ShardOutput], bool]:
-        return self.state.process(values), StatefulBatchLogic.RETAIN
+        now = time.time()
+        for item in values:
+            if isinstance(item, Telemetry):
+                metrics.LATENCY.observe(now - item.ingested_at)
+        return self.state.process(values, now), StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        if self.next_idle_check is None:
+            return None
+        return datetime.fromtimestamp(self.next_idle_check, UTC)
+
+    def on_notify(self) -> tuple[list[ShardOutput], bool]:
+        now = time.time()
+        self.next_idle_check = now + self.idle_seconds / 2
+        return self.state.close_idle_rounds(now, self.idle_seconds), StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[ShardOutput], bool]:
         return self.state.finish(), StatefulBatchLogic.RETAIN
@@ -109,14 +131,19 @@ class SummaryLogic(StatefulBatchLogic[SummaryInput, tuple[str, Any], RunTotals])
         for item in values:
             if isinstance(item, ShardCounters):
                 totals.add_counters(item)
+                metrics.count_shard(item)
             elif isinstance(item, SourceProgress):
                 totals.add_read(item)
+                metrics.count_read(item.rows_read)
             elif isinstance(item, Rejection):
                 totals.add_rejection(item.reason)
+                metrics.count_rejected(item.reason)
             elif isinstance(item, GlobalModel):
                 totals.add_global(item)
+                metrics.record_global(item)
             else:
                 totals.add_evaluation(item.counts)
+                metrics.record_live_evaluation(totals.live_evaluation)
         return [], StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:

@@ -94,6 +94,7 @@ class DeviceState:
     __slots__ = (
         "base_global_version",
         "device_id",
+        "last_seen",
         "model",
         "model_version",
         "round_correct",
@@ -115,6 +116,7 @@ class DeviceState:
         self.round_last = 0.0
         self.round_correct = 0
         self.round_loss = 0.0
+        self.last_seen = 0.0  # wall time of the latest reading, to close the round of a silent device
 
     def observe(
         self, reading: Telemetry, settings: DetectionSettings, global_model: GlobalModel | None

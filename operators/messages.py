@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,6 +45,8 @@ class Telemetry:
     """Event time, seconds since the epoch (UTC)."""
     values: dict[str, float]
     label: int | None = None
+    ingested_at: float = field(default=0.0, compare=False)
+    """Wall time the reading entered the dataflow (its produce time, from Kafka), for latency."""
 
 
 @dataclass(slots=True)
@@ -98,9 +100,11 @@ def decode_message(raw: bytes, source: str, limits: MessageLimits) -> Telemetry 
     except orjson.JSONDecodeError as exc:
         return Rejection("invalid_json", excerpt(raw), source, now, str(exc)[:200])
     try:
-        return validate_message(obj, limits, now)
+        reading = validate_message(obj, limits, now)
     except InvalidMessage as exc:
         return Rejection(exc.reason, excerpt(raw), source, now, exc.detail)
+    reading.ingested_at = now
+    return reading
 
 
 def validate_message(obj: Any, limits: MessageLimits, now: float | None = None) -> Telemetry:

@@ -53,7 +53,8 @@ class ShardState:
     def global_version(self) -> int:
         return self.global_model.version if self.global_model is not None else 0
 
-    def process(self, batch: list[Telemetry | GlobalModel]) -> list[ShardOutput]:
+    def process(self, batch: list[Telemetry | GlobalModel], now: float = 0.0) -> list[ShardOutput]:
+        """Readings and global models in arrival order; ``now`` (wall time) marks the devices seen."""
         outputs: list[ShardOutput] = []
         counters = ShardCounters(detection={name: ConfusionCounts() for name in DECIDERS})
         settings = self.settings
@@ -65,6 +66,7 @@ class ShardState:
             device = self.devices.get(item.device_id)
             if device is None:
                 device = self.devices[item.device_id] = DeviceState(item.device_id, settings)
+            device.last_seen = now
             detection, update = device.observe(item, settings, self.global_model)
             counters.processed += 1
             if detection.is_anomaly:
@@ -107,6 +109,19 @@ class ShardState:
         partial = EvaluationPartial(version, self.evaluation)
         self.evaluation = ConfusionCounts()
         return partial
+
+    def close_idle_rounds(self, now: float, idle_seconds: float) -> list[ShardOutput]:
+        """Close the partial rounds of devices silent for ``idle_seconds`` of wall time."""
+        updates = [
+            update
+            for device in self.devices.values()
+            if device.round_rows
+            and now - device.last_seen >= idle_seconds
+            and (update := device.close_round()) is not None
+        ]
+        if not updates:
+            return []
+        return [*updates, ShardCounters(local_updates=len(updates))]
 
     def finish(self) -> list[ShardOutput]:
         """At the end of a bounded input: close every partial round and the open evaluation."""

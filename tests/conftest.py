@@ -1,9 +1,31 @@
+import shutil
+from pathlib import Path
+
 import pytest
 
 pytest_plugins = ["tests.servers.fixtures"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "integration: needs real servers (Kafka via java+mvn, PostgreSQL)"
-    )
+    config.addinivalue_line("markers", "integration: needs real servers (Kafka via java+mvn, PostgreSQL)")
+
+
+NAB = Path(__file__).resolve().parents[1] / "data" / "nab"
+SAMPLE_FILES = [
+    "artificialWithAnomaly/art_daily_jumpsup.csv",
+    "realKnownCause/ec2_request_latency_system_failure.csv",
+    "realKnownCause/rogue_agent_key_hold.csv",
+]
+
+
+@pytest.fixture(scope="session")
+def nab_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three NAB series (~10k labelled rows) in the bundled layout, with one bad row each."""
+    root = tmp_path_factory.mktemp("nab-sample")
+    for name in SAMPLE_FILES:
+        target = root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(NAB / name, target)
+        with target.open("a") as handle:
+            handle.write("2014-12-31 23:59:59,not-a-number,0\n")
+    return root

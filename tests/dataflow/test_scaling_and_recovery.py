@@ -2,63 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import orjson
 import pytest
 
 from deploy.local.servers import free_port
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def flead_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "bytewax.run", "dataflows.flead", *args]
-
-
-def environment(input_path: Path, out_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEAD_")}
-    env.update({"FLEAD_INPUT": str(input_path), "FLEAD_OUT_DIR": str(out_dir), "FLEAD_PROGRESS_SECONDS": "0"})
-    env.update(extra)
-    return env
-
-
-def run(input_path: Path, out_dir: Path, *args: str) -> dict:
-    subprocess.run(
-        flead_command(*args),
-        cwd=REPO,
-        env=environment(input_path, out_dir),
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    return orjson.loads((out_dir / "summary.json").read_bytes())
-
-
-def z_rule_anomalies(out_dir: Path) -> set[tuple[str, str, str, float]]:
-    rows = (orjson.loads(line) for line in (out_dir / "anomalies.jsonl").read_bytes().splitlines())
-    return {
-        (row["device_id"], row["timestamp"], row["severity"], row["z_score"])
-        for row in rows
-        if row["severity"] in ("warning", "critical")
-    }
-
-
-def comparable(summary: dict) -> dict:
-    anomalies = summary["anomalies"]
-    return {
-        "rows_read": summary["rows_read"],
-        "rows_processed": summary["rows_processed"],
-        "rows_rejected": summary["rows_rejected"],
-        "warning": anomalies.get("warning", 0),
-        "critical": anomalies.get("critical", 0),
-        "local_updates": summary["local_updates"],
-        "global_versions": summary["global_versions"],
-    }
+from tests.flead_runs import REPO, comparable, environment, flead_command, run, z_rule_anomalies
 
 
 @pytest.fixture(scope="module")

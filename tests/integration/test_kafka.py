@@ -1,0 +1,220 @@
+"""FLEAD against a real Kafka broker: producer → topic → dataflow → topics, and the failure modes."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from deploy.local.servers import KafkaServer, free_port
+from tests.flead_runs import REPO, comparable, environment, flead_command, run
+
+pytestmark = pytest.mark.integration
+
+
+def topics_env(kafka: KafkaServer, **extra: str) -> dict[str, str]:
+    """Fresh topic names per test, so tests sharing the broker never see each other's data."""
+    suffix = uuid.uuid4().hex[:8]
+    return {
+        "FLEAD_KAFKA_BROKERS": kafka.bootstrap,
+        "FLEAD_TOPIC_TELEMETRY": f"edge-iiot-stream-{suffix}",
+        "FLEAD_TOPIC_ANOMALIES": f"anomalies-{suffix}",
+        "FLEAD_TOPIC_LOCAL_UPDATES": f"local-model-updates-{suffix}",
+        "FLEAD_TOPIC_GLOBAL_MODELS": f"global-model-updates-{suffix}",
+        "FLEAD_TOPIC_DEAD_LETTERS": f"dead-letters-{suffix}",
+        "FLEAD_KAFKA_IDLE_SECONDS": "3",
+        **extra,
+    }
+
+
+def produce(input_path: Path, out_dir: Path, topics: dict[str, str]) -> str:
+    result = subprocess.run(
+        flead_command(dataflow="dataflows.producer"),
+        cwd=REPO,
+        env=environment(input_path, out_dir, **topics),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def run_from_kafka(out_dir: Path, topics: dict[str, str], *args: str) -> dict:
+    env = environment("kafka", out_dir, FLEAD_KAFKA_TAIL="false", **topics)
+    result = subprocess.run(flead_command(*args), cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return orjson.loads((out_dir / "summary.json").read_bytes())
+
+
+def consume(bootstrap: str, topic: str, idle_seconds: float = 2.0) -> list:
+    """Every message of every partition of ``topic``, read from the beginning."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4()}", "enable.auto.commit": False})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    messages, last = [], time.monotonic()
+    try:
+        while time.monotonic() - last < idle_seconds:
+            message = consumer.poll(0.2)
+            if message is not None and message.error() is None:
+                messages.append(message)
+                last = time.monotonic()
+    finally:
+        consumer.close()
+    return messages
+
+
+def rows(messages: list) -> list[dict]:
+    return [orjson.loads(message.value()) for message in messages]
+
+
+def z_rule_rows(anomaly_rows: list[dict]) -> set[tuple[str, str, str]]:
+    return {(r["device_id"], r["timestamp"], r["severity"]) for r in anomaly_rows if r["severity"] != "suspect"}
+
+
+@pytest.fixture(scope="module")
+def replay_reference(nab_sample, tmp_path_factory):
+    out = tmp_path_factory.mktemp("replay-reference")
+    summary = run(nab_sample, out)
+    anomalies = [orjson.loads(line) for line in (out / "anomalies.jsonl").read_bytes().splitlines()]
+    return summary, z_rule_rows(anomalies)
+
+
+def test_producer_to_dataflow_to_topics_matches_replay(kafka, nab_sample, replay_reference, tmp_path):
+    reference, reference_anomalies = replay_reference
+    topics = topics_env(kafka)
+    printed = produce(nab_sample, tmp_path / "producer", topics)
+    assert "done: produced 9,946 messages" in printed  # 9,949 rows less the 3 invalid ones
+    assert "skipped 3 invalid rows" in printed
+
+    summary = run_from_kafka(tmp_path / "flead", topics)
+    assert summary["rows_processed"] == reference["rows_processed"]
+    assert summary["local_updates"] == reference["local_updates"]
+    assert summary["global_versions"] == reference["global_versions"]
+
+    anomalies = consume(kafka.bootstrap, topics["FLEAD_TOPIC_ANOMALIES"])
+    assert z_rule_rows(rows(anomalies)) == reference_anomalies
+    assert all(m.key().decode() == orjson.loads(m.value())["device_id"] for m in anomalies)
+
+    updates = consume(kafka.bootstrap, topics["FLEAD_TOPIC_LOCAL_UPDATES"])
+    assert len(updates) == reference["local_updates"]
+    models = consume(kafka.bootstrap, topics["FLEAD_TOPIC_GLOBAL_MODELS"])
+    assert sorted(int(m.key()) for m in models) == list(range(1, reference["global_versions"] + 1))
+
+
+def test_global_models_return_to_the_devices_through_their_topic(kafka, nab_sample, tmp_path):
+    topics = topics_env(kafka)
+    produce(nab_sample, tmp_path / "producer", topics)
+    run_from_kafka(tmp_path / "flead", topics)
+    updates = rows(consume(kafka.bootstrap, topics["FLEAD_TOPIC_LOCAL_UPDATES"]))
+    models = rows(consume(kafka.bootstrap, topics["FLEAD_TOPIC_GLOBAL_MODELS"]))
+    first_global = min(m["created_at"] for m in models)
+    later = [u for u in updates if u["created_at"] > first_global]
+    assert later, "no local update after the first global version"
+    assert max(u["global_version"] for u in later) >= 1
+    # once a device has started from a global model, its later rounds never go back to 0
+    for device in {u["device_id"] for u in updates}:
+        versions = [u["global_version"] for u in updates if u["device_id"] == device]
+        assert versions == sorted(versions)
+
+
+def test_four_partitions_are_read_by_two_workers(kafka, nab_sample, replay_reference, tmp_path):
+    reference, reference_anomalies = replay_reference
+    topics = topics_env(kafka)
+    kafka.create_topic(topics["FLEAD_TOPIC_TELEMETRY"], partitions=4)
+    produce(nab_sample, tmp_path / "producer", topics)
+    summary = run_from_kafka(tmp_path / "flead", topics, "-w", "2")
+    assert comparable(summary) | {"rows_rejected": 3, "rows_read": reference["rows_read"]} == comparable(reference)
+    anomalies = rows(consume(kafka.bootstrap, topics["FLEAD_TOPIC_ANOMALIES"]))
+    assert z_rule_rows(anomalies) == reference_anomalies
+
+
+def test_invalid_messages_go_to_the_dead_letter_topic_with_reason_and_offset(kafka, tmp_path):
+    topics = topics_env(kafka)
+    topic = topics["FLEAD_TOPIC_TELEMETRY"]
+    kafka.create_topic(topic)
+    producer = Producer({"bootstrap.servers": kafka.bootstrap})
+    good = {"device_id": "pump-1", "timestamp": "2024-05-01T00:00:00Z", "data": 1.5}
+    for value in [orjson.dumps(good), b"{not json", orjson.dumps({**good, "data": "hot"}), orjson.dumps(good)]:
+        producer.produce(topic, value, b"pump-1")
+    assert producer.flush(10) == 0
+
+    summary = run_from_kafka(tmp_path, topics)
+    assert (summary["rows_read"], summary["rows_processed"], summary["rows_rejected"]) == (4, 2, 2)
+    letters = consume(kafka.bootstrap, topics["FLEAD_TOPIC_DEAD_LETTERS"])
+    assert sorted((orjson.loads(m.value())["reason"], m.key().decode()) for m in letters) == [
+        ("invalid_json", f"kafka:{topic}:0:1"),
+        ("invalid_value", f"kafka:{topic}:0:2"),
+    ]
+    assert orjson.loads(letters[0].value())["payload"] in ("{not json", orjson.dumps({**good, "data": "hot"}).decode())
+
+
+def test_an_unreachable_broker_stops_start_up_within_seconds_naming_it(tmp_path):
+    brokers = f"127.0.0.1:{free_port()}"
+    env = environment(
+        "kafka",
+        tmp_path,
+        FLEAD_KAFKA_BROKERS=brokers,
+        FLEAD_KAFKA_CONFIG="client.id=flead-test;sasl.password=hunter2-do-not-print",
+    )
+    started = time.monotonic()
+    result = subprocess.run(flead_command(), cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    elapsed = time.monotonic() - started
+    assert result.returncode != 0
+    assert f"cannot reach the Kafka brokers {brokers}" in result.stderr
+    assert elapsed < 20
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_metrics_on_the_dataflow_api_match_the_run(kafka, nab_sample, replay_reference, tmp_path):
+    reference, _ = replay_reference
+    topics = topics_env(kafka)
+    produce(nab_sample, tmp_path / "producer", topics)
+    port = free_port()
+    env = environment(
+        "kafka", tmp_path / "flead", BYTEWAX_DATAFLOW_API_ENABLED="1", BYTEWAX_DATAFLOW_API_PORT=str(port), **topics
+    )
+    process = subprocess.Popen(flead_command(), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        metrics = scrape_until(port, lambda m: m.get('flead_events_total{outcome="processed"}', 0) >= 9946)
+        assert process.poll() is None, "the dataflow should still be following its topics"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert metrics['flead_events_total{outcome="read"}'] == reference["rows_read"] - 3
+    assert metrics['flead_events_total{outcome="processed"}'] == reference["rows_processed"]
+    for severity in ("warning", "critical"):
+        assert metrics[f'flead_anomalies_total{{severity="{severity}"}}'] == reference["anomalies"][severity]
+    assert metrics["flead_global_model_version"] >= 1
+    assert metrics["flead_event_latency_seconds_count"] == reference["rows_processed"]
+    assert any(name.startswith("bytewax_kafka_consumer_lag") for name in metrics)
+
+
+def scrape_until(port: int, done, timeout: float = 120.0) -> dict[str, float]:
+    deadline = time.monotonic() + timeout
+    metrics: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+                metrics = parse_metrics(response.read().decode())
+            if done(metrics):
+                return metrics
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"metrics never reached the expected values: {metrics}")
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    metrics = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            metrics[name] = float(value)
+    return metrics
