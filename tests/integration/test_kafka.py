@@ -55,7 +55,7 @@ def run_from_kafka(out_dir: Path, topics: dict[str, str], *args: str) -> dict:
 
 def consume(bootstrap: str, topic: str, idle_seconds: float = 2.0) -> list:
     """Every message of every partition of ``topic``, read from the beginning."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4()}", "enable.auto.commit": False})
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4()}"})
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
     messages, last = [], time.monotonic()
