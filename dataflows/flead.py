@@ -35,7 +35,7 @@ from operators.device import Detection
 from operators.fedavg import GlobalModel, LocalUpdate
 from operators.messages import Rejection, Telemetry
 from operators.run_totals import SourceProgress
-from operators.shard import EvaluationPartial, ShardCounters
+from operators.shard import ShardCounters
 from operators.sharding import shard_keys, shard_of
 from sinks.console import ReportSink
 from sinks.jsonl import JsonLinesSink, reset_outputs
@@ -65,13 +65,16 @@ def build_flow(settings: Settings) -> Dataflow:
         from dataflows.kafka_io import GlobalModelSource, telemetry_input
 
         items = telemetry_input(flow, kafka, settings.limits, settings.batch_size)
-        returned_models = op.input("global_models_in", flow, GlobalModelSource(kafka))
     else:
         items = op.input("telemetry", flow, replay_source(settings))
-        returned_models = of_type("returned_models", items, GlobalModel)
-    rejected = of_type("rejected", items, Rejection)
-    readings = of_type("readings", items, Telemetry)
-    read_progress = of_type("read_progress", items, SourceProgress)
+    split = op.branch("readings_or_not", items, lambda item: type(item) is Telemetry)
+    readings, others = split.trues, split.falses  # nearly every item is a reading: test it once
+    rejected = of_type("rejected", others, Rejection)
+    read_progress = of_type("read_progress", others, SourceProgress)
+    if settings.reads_kafka:
+        returned_models = op.input("global_models_in", flow, GlobalModelSource(kafka))
+    else:
+        returned_models = of_type("returned_models", others, GlobalModel)
 
     # Device stage, keyed by shard; a global model goes to every shard.
     keyed_readings = op.key_on("shard_of_device", readings, lambda reading: shard_of(reading.device_id, keys))
@@ -87,7 +90,6 @@ def build_flow(settings: Settings) -> Dataflow:
     )
     detections = of_type("detections", device_output, Detection)
     local_updates = of_type("local_updates", device_output, LocalUpdate)
-    evaluation_partials = of_type("evaluation_partials", device_output, EvaluationPartial)
     shard_counters = of_type("shard_counters", device_output, ShardCounters)
 
     # FedAvg: one key, so one worker holds the federation's state.
@@ -107,7 +109,11 @@ def build_flow(settings: Settings) -> Dataflow:
         "evaluations",
         op.stateful_batch(
             "evaluation",
-            op.key_on("evaluation_key", evaluation_partials, lambda _: "evaluation"),
+            op.key_on(
+                "evaluation_key",
+                op.filter("closed_evaluations", shard_counters, lambda counters: bool(counters.closed_evaluations)),
+                lambda _: "evaluation",
+            ),
             EvaluationLogic.builder(settings.shards),
         ),
     )
@@ -154,9 +160,7 @@ def build_flow(settings: Settings) -> Dataflow:
         op.output("kafka", records, KafkaTopicsSink(kafka.client_config()))
 
     # Totals, Prometheus counters, progress and summary.
-    summary_input = op.merge(
-        "summary_input", read_progress, rejected, shard_counters, global_models, evaluation_partials
-    )
+    summary_input = op.merge("summary_input", read_progress, rejected, shard_counters, global_models)
     reports = op.key_rm(
         "reports",
         op.stateful_batch(

@@ -13,7 +13,7 @@ from operators.evaluation import EvaluationAggregator
 from operators.fedavg import FedAvgAggregator, GlobalModel, LocalUpdate
 from operators.messages import Rejection, Telemetry
 from operators.run_totals import RunTotals, SourceProgress
-from operators.shard import EvaluationPartial, ShardCounters, ShardOutput, ShardState
+from operators.shard import ShardCounters, ShardOutput, ShardState
 from sinks import metrics
 
 
@@ -80,7 +80,7 @@ class FedAvgLogic(StatefulBatchLogic[LocalUpdate, GlobalModel, FedAvgAggregator]
         return self.aggregator
 
 
-class EvaluationLogic(StatefulBatchLogic[EvaluationPartial, dict[str, Any], EvaluationAggregator]):
+class EvaluationLogic(StatefulBatchLogic[ShardCounters, dict[str, Any], EvaluationAggregator]):
     def __init__(self, aggregator: EvaluationAggregator) -> None:
         self.aggregator = aggregator
 
@@ -91,8 +91,14 @@ class EvaluationLogic(StatefulBatchLogic[EvaluationPartial, dict[str, Any], Eval
 
         return build
 
-    def on_batch(self, values: list[EvaluationPartial]) -> tuple[list[dict[str, Any]], bool]:
-        rows = [row for partial in values if (row := self.aggregator.add(partial.global_version, partial.counts))]
+    def on_batch(self, values: list[ShardCounters]) -> tuple[list[dict[str, Any]], bool]:
+        add = self.aggregator.add
+        rows = [
+            row
+            for counters in values
+            for version, counts in counters.closed_evaluations.items()
+            if (row := add(version, counts)) is not None
+        ]
         return rows, StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[dict[str, Any]], bool]:
@@ -102,7 +108,7 @@ class EvaluationLogic(StatefulBatchLogic[EvaluationPartial, dict[str, Any], Eval
         return self.aggregator
 
 
-SummaryInput = SourceProgress | Rejection | ShardCounters | GlobalModel | EvaluationPartial
+SummaryInput = SourceProgress | Rejection | ShardCounters | GlobalModel
 
 
 class SummaryLogic(StatefulBatchLogic[SummaryInput, tuple[str, Any], RunTotals]):
@@ -138,12 +144,10 @@ class SummaryLogic(StatefulBatchLogic[SummaryInput, tuple[str, Any], RunTotals])
             elif isinstance(item, Rejection):
                 totals.add_rejection(item.reason)
                 metrics.count_rejected(item.reason)
-            elif isinstance(item, GlobalModel):
+            else:
                 totals.add_global(item)
                 metrics.record_global(item)
-            else:
-                totals.add_evaluation(item.counts)
-                metrics.record_live_evaluation(totals.live_evaluation)
+        metrics.record_live_evaluation(totals.live_evaluation)
         return [], StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:

@@ -25,7 +25,8 @@ class ConfusionCounts:
     first_timestamp: float | None = None
     last_timestamp: float | None = None
 
-    def add(self, predicted: int | bool, actual: int, timestamp: float) -> None:
+    def add(self, predicted: int | bool, actual: int, timestamp: float | None = None) -> None:
+        """Count one decision; with a ``timestamp``, also widen the event-time span."""
         if predicted:
             if actual:
                 self.tp += 1
@@ -35,6 +36,8 @@ class ConfusionCounts:
             self.fn += 1
         else:
             self.tn += 1
+        if timestamp is None:
+            return
         if self.first_timestamp is None or timestamp < self.first_timestamp:
             self.first_timestamp = timestamp
         if self.last_timestamp is None or timestamp > self.last_timestamp:

@@ -46,18 +46,25 @@ def reading_features(z_scores: list[float], z_changes: list[float], windows: lis
     level_shift = 0.0
     spread_ratio = -FEATURE_CAP
     flat = 0.0
-    for z, dz, window in zip(z_scores, z_changes, windows, strict=False):
-        a = abs(z)
+    for z, dz, window in zip(z_scores, z_changes, windows, strict=True):
+        a = z if z >= 0.0 else -z
         abs_z_sum += a
-        abs_z = max(abs_z, a)
-        z_change = max(z_change, abs(dz))
-        long_std = window.std
-        short_std = window.short_std
+        if a > abs_z:
+            abs_z = a
+        if dz < 0.0:
+            dz = -dz
+        if dz > z_change:
+            z_change = dz
+        mean_gap, short_std, long_std = window.short_vs_long()
         if long_std > 0.0:
-            level_shift = max(level_shift, abs(window.short_mean - window.mean) / long_std)
+            shift = mean_gap / long_std
+            if shift > level_shift:
+                level_shift = shift
             if short_std > 0.0:
-                spread_ratio = max(spread_ratio, math.log(short_std / long_std))
-        if short_std == 0.0 and window.short_count > 1:
+                ratio = math.log(short_std / long_std)
+                if ratio > spread_ratio:
+                    spread_ratio = ratio
+        if short_std == 0.0 and window.count > 1:
             flat = 1.0
     return {
         "abs_z": _clip(abs_z),

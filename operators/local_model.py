@@ -38,7 +38,10 @@ class ModelParameters:
 
     def logit(self, features: dict[str, float]) -> float:
         weights = self.weights
-        return self.intercept + sum(weights.get(name, 0.0) * x for name, x in features.items())
+        total = self.intercept
+        for name, x in features.items():
+            total += weights.get(name, 0.0) * x
+        return total
 
     def probability(self, features: dict[str, float]) -> float:
         return sigmoid(self.logit(features))

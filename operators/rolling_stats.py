@@ -98,15 +98,36 @@ class RollingStats:
 
     def z(self, reading: float) -> float:
         """The z-score of ``reading`` against the window as it is now (0 for an empty window)."""
-        if self.count == 0:
+        n = self.count
+        if n == 0:
             return 0.0
-        deviation = reading - self.mean
-        std = self.std
-        if std > 1e-12 * max(1.0, abs(self.mean)):
-            return max(-Z_CAP, min(Z_CAP, deviation / std))
+        centred_mean = self._sum / n
+        variance = self._sumsq / n - centred_mean * centred_mean
+        deviation = reading - self._shift - centred_mean
+        if variance > 0.0:
+            std = math.sqrt(variance)
+            if std > 1e-12 * max(1.0, abs(self._shift + centred_mean)):
+                z = deviation / std
+                return Z_CAP if z > Z_CAP else -Z_CAP if z < -Z_CAP else z
         if deviation == 0.0:
             return 0.0
         return math.copysign(Z_CAP, deviation)
+
+    def short_vs_long(self) -> tuple[float, float, float]:
+        """``(|short mean − long mean|, short std, long std)`` from the running sums in one go."""
+        n = self.count
+        if n == 0:
+            return 0.0, 0.0, 0.0
+        m = n if n < self._short_size else self._short_size
+        mean = self._sum / n
+        variance = self._sumsq / n - mean * mean
+        short_mean = self._short_sum / m
+        short_variance = self._short_sumsq / m - short_mean * short_mean
+        return (
+            abs(short_mean - mean),
+            math.sqrt(short_variance) if short_variance > 0.0 else 0.0,
+            math.sqrt(variance) if variance > 0.0 else 0.0,
+        )
 
     def push(self, reading: float) -> float:
         """Score ``reading`` against the window, then add it; returns its z-score."""

@@ -48,13 +48,12 @@ class RunTotals:
             self.anomalies[severity] = self.anomalies.get(severity, 0) + n
         for name, counts in counters.detection.items():
             self.detection[name].merge(counts)
+        for counts in counters.closed_evaluations.values():
+            self.live_evaluation.merge(counts)
 
     def add_global(self, model: GlobalModel) -> None:
         self.global_versions = max(self.global_versions, model.version)
         self.last_global_accuracy = model.accuracy
-
-    def add_evaluation(self, counts: ConfusionCounts) -> None:
-        self.live_evaluation.merge(counts)
 
     def progress_line(self) -> str:
         anomalies = sum(self.anomalies.values())

@@ -19,14 +19,6 @@ DECIDERS = ("z_rule", "local_model", "global_model", "is_anomaly")
 
 
 @dataclass(slots=True)
-class EvaluationPartial:
-    """One shard's final confusion counts for a global version it has moved past."""
-
-    global_version: int
-    counts: ConfusionCounts
-
-
-@dataclass(slots=True)
 class ShardCounters:
     """What one shard did in one batch, for the run's totals and metrics."""
 
@@ -34,9 +26,11 @@ class ShardCounters:
     anomalies: dict[str, int] = field(default_factory=dict)
     local_updates: int = 0
     detection: dict[str, ConfusionCounts] = field(default_factory=dict)
+    closed_evaluations: dict[int, ConfusionCounts] = field(default_factory=dict)
+    """The shard's final live-evaluation counts of each global version it moved past in this batch."""
 
 
-ShardOutput = Detection | LocalUpdate | EvaluationPartial | ShardCounters
+ShardOutput = Detection | LocalUpdate | ShardCounters
 
 
 class ShardState:
@@ -59,9 +53,10 @@ class ShardState:
         counters = ShardCounters(detection={name: ConfusionCounts() for name in DECIDERS})
         settings = self.settings
         threshold = settings.score_threshold
+        detection_counts = counters.detection
         for item in batch:
             if isinstance(item, GlobalModel):
-                outputs.extend(self.receive_global(item))
+                counters.closed_evaluations.update(self.receive_global(item))
                 continue
             device = self.devices.get(item.device_id)
             if device is None:
@@ -79,36 +74,35 @@ class ShardState:
                 outputs.append(update)
             label = item.label
             if label is not None:
-                timestamp = item.timestamp
-                detection_counts = counters.detection
-                detection_counts["z_rule"].add(detection.severity in Z_RULE_SEVERITIES, label, timestamp)
-                detection_counts["local_model"].add(detection.score > threshold, label, timestamp)
-                detection_counts["is_anomaly"].add(detection.is_anomaly, label, timestamp)
+                detection_counts["z_rule"].add(detection.severity in Z_RULE_SEVERITIES, label)
+                detection_counts["local_model"].add(detection.score > threshold, label)
+                detection_counts["is_anomaly"].add(detection.is_anomaly, label)
                 if detection.global_score is not None:
                     global_positive = detection.global_score > threshold
-                    detection_counts["global_model"].add(global_positive, label, timestamp)
-                    self.evaluation.add(global_positive, label, timestamp)
+                    detection_counts["global_model"].add(global_positive, label)
+                    self.evaluation.add(global_positive, label, item.timestamp)
         outputs.append(counters)
         return outputs
 
-    def receive_global(self, model: GlobalModel) -> list[EvaluationPartial]:
+    def receive_global(self, model: GlobalModel) -> dict[int, ConfusionCounts]:
         """Adopt a newer global model; a duplicate or late copy changes nothing.
 
-        Moving past versions closes their evaluation on this shard, including versions
-        this shard never saw, so that the evaluation stage knows when a version is complete.
+        Moving past versions closes their evaluation on this shard, including versions this
+        shard never had (with no counts), so that the evaluation stage knows when a version
+        is complete.
         """
         current = self.global_version
         if model.version <= current:
-            return []
-        closed = [self._close_evaluation(current)] if current else []
-        closed.extend(EvaluationPartial(version, ConfusionCounts()) for version in range(current + 1, model.version))
+            return {}
+        closed = {version: ConfusionCounts() for version in range(current + 1, model.version)}
+        if current:
+            closed[current] = self._close_evaluation()
         self.global_model = model
         return closed
 
-    def _close_evaluation(self, version: int) -> EvaluationPartial:
-        partial = EvaluationPartial(version, self.evaluation)
-        self.evaluation = ConfusionCounts()
-        return partial
+    def _close_evaluation(self) -> ConfusionCounts:
+        counts, self.evaluation = self.evaluation, ConfusionCounts()
+        return counts
 
     def close_idle_rounds(self, now: float, idle_seconds: float) -> list[ShardOutput]:
         """Close the partial rounds of devices silent for ``idle_seconds`` of wall time."""
@@ -133,6 +127,6 @@ class ShardState:
                 counters.local_updates += 1
                 outputs.append(update)
         if self.global_version:
-            outputs.append(self._close_evaluation(self.global_version))
+            counters.closed_evaluations[self.global_version] = self._close_evaluation()
         outputs.append(counters)
         return outputs

@@ -36,18 +36,25 @@ SINK_BUFFERED_ROWS = Gauge("flead_sink_buffered_rows", "Rows waiting in a sink's
 SINK_DROPPED_ROWS = Counter("flead_sink_dropped_rows", "Rows a sink dropped because its buffer was full", ["sink"])
 
 
+_READ = EVENTS.labels("read")
+_PROCESSED = EVENTS.labels("processed")
+_REJECTED = EVENTS.labels("rejected")
+_EVALUATION = {name: LIVE_EVALUATION.labels(name) for name in ("precision", "recall", "f1")}
+
+
 def count_read(rows: int) -> None:
-    EVENTS.labels("read").inc(rows)
+    _READ.inc(rows)
 
 
 def count_rejected(reason: str) -> None:
-    EVENTS.labels("rejected").inc()
+    _REJECTED.inc()
     DEAD_LETTERS.labels(reason).inc()
 
 
 def count_shard(counters: ShardCounters) -> None:
-    EVENTS.labels("processed").inc(counters.processed)
-    LOCAL_UPDATES.inc(counters.local_updates)
+    _PROCESSED.inc(counters.processed)
+    if counters.local_updates:
+        LOCAL_UPDATES.inc(counters.local_updates)
     for severity, n in counters.anomalies.items():
         ANOMALIES.labels(severity).inc(n)
 
@@ -58,5 +65,5 @@ def record_global(model: GlobalModel) -> None:
 
 
 def record_live_evaluation(total: ConfusionCounts) -> None:
-    for name in ("precision", "recall", "f1"):
-        LIVE_EVALUATION.labels(name).set(getattr(total, name))
+    for name, gauge in _EVALUATION.items():
+        gauge.set(getattr(total, name))

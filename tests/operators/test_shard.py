@@ -2,7 +2,7 @@ from operators.device import Detection, DetectionSettings
 from operators.fedavg import GlobalModel, LocalUpdate
 from operators.local_model import ModelParameters
 from operators.messages import Telemetry
-from operators.shard import EvaluationPartial, ShardCounters, ShardState
+from operators.shard import ShardCounters, ShardState
 
 SETTINGS = DetectionSettings(window=20, short_window=5, warmup=5, round_rows=5, round_seconds=0)
 
@@ -53,9 +53,9 @@ def test_a_newer_global_model_closes_the_evaluation_of_the_older_one():
     shard = ShardState(SETTINGS, emit_scores=False)
     shard.process([model(1, 5.0), *readings(3)])
     outputs = shard.process([model(3, 5.0)])
-    partials = of(outputs, EvaluationPartial)
+    (counters,) = of(outputs, ShardCounters)
     # v1 with its 3 scored readings, and v2, which this shard never had, closed empty
-    assert [(p.global_version, p.counts.n) for p in partials] == [(1, 3), (2, 0)]
+    assert {version: counts.n for version, counts in counters.closed_evaluations.items()} == {1: 3, 2: 0}
     assert shard.global_version == 3
 
 
@@ -63,7 +63,7 @@ def test_duplicates_and_late_copies_of_global_models_are_harmless():
     shard = ShardState(SETTINGS, emit_scores=False)
     shard.process([model(2, 1.0)])
     outputs = shard.process([model(2, 9.0), model(1, 9.0)])
-    assert of(outputs, EvaluationPartial) == []
+    assert of(outputs, ShardCounters)[0].closed_evaluations == {}
     assert shard.global_model.parameters.intercept == 1.0
 
 
@@ -72,4 +72,5 @@ def test_finish_closes_partial_rounds_and_the_open_evaluation():
     shard.process([model(1, 5.0), *readings(7, device="a"), *readings(2, device="b")])
     outputs = shard.finish()
     assert sorted((u.device_id, u.samples) for u in of(outputs, LocalUpdate)) == [("a", 2), ("b", 2)]
-    assert [(p.global_version, p.counts.n) for p in of(outputs, EvaluationPartial)] == [(1, 9)]
+    (counters,) = of(outputs, ShardCounters)
+    assert {version: counts.n for version, counts in counters.closed_evaluations.items()} == {1: 9}

@@ -1,0 +1,84 @@
+"""The whole stack on one machine, no Docker: Kafka, PostgreSQL, the producer and the dataflow.
+
+    .venv/bin/python -m deploy.local.stack
+
+Starts Kafka and PostgreSQL exactly as the tests do (``deploy/local/servers.py``), then the
+producer (replaying ``FLEAD_INPUT``, the bundled data by default, at ``FLEAD_RATE``
+messages per second, looping) and the dataflow reading from Kafka and writing to the topics,
+the database and ``/metrics``. Prints where to look, and stops everything it started on
+Ctrl-C. Other ``FLEAD_*`` settings in the environment pass through to both dataflows.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from deploy.local.servers import KafkaServer, PostgresServer, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _dataflow(module: str, env: dict[str, str], log: Path) -> subprocess.Popen:
+    handle = log.open("w")
+    return subprocess.Popen(
+        [sys.executable, "-m", "bytewax.run", module], cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT
+    )
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="flead-stack-"))
+    processes: list[subprocess.Popen] = []
+    with KafkaServer() as kafka, PostgresServer() as postgres:
+        metrics_port = free_port()
+        base = {k: v for k, v in os.environ.items()}
+        base.update(FLEAD_KAFKA_BROKERS=kafka.bootstrap, FLEAD_OUT_DIR=str(work), FLEAD_PROGRESS_SECONDS="10")
+        producer_env = {"FLEAD_RATE": "500", "FLEAD_LOOP": "true", **base}
+        flead_env = {
+            **base,
+            "FLEAD_INPUT": "kafka",
+            "FLEAD_DATABASE_URL": postgres.url,
+            "BYTEWAX_DATAFLOW_API_ENABLED": "1",
+            "BYTEWAX_DATAFLOW_API_PORT": str(metrics_port),
+        }
+        try:
+            processes.append(_dataflow("dataflows.flead", flead_env, work / "flead.log"))
+            time.sleep(3)  # the dataflow creates the topics; the producer then writes into them
+            processes.append(_dataflow("dataflows.producer", producer_env, work / "producer.log"))
+            print(
+                f"""
+FLEAD is running. Ctrl-C stops everything.
+
+  Kafka        {kafka.bootstrap}   topics: edge-iiot-stream, anomalies, local-model-updates,
+                                   global-model-updates, flead-dead-letters
+  PostgreSQL   {postgres.url}
+               psql "{postgres.url}" -c 'select count(*) from local_models'
+  Metrics      http://127.0.0.1:{metrics_port}/metrics
+  Logs         {work}/flead.log  {work}/producer.log
+""",
+                flush=True,
+            )
+            while all(process.poll() is None for process in processes):
+                time.sleep(1)
+            failed = next(p for p in processes if p.poll() is not None)
+            print(f"a dataflow stopped (exit code {failed.returncode}); see the logs in {work}", file=sys.stderr)
+        except KeyboardInterrupt:
+            print("\nstopping…", flush=True)
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGINT)
+            for process in processes:
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+if __name__ == "__main__":
+    main()
