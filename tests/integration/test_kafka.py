@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import orjson
+import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
@@ -86,14 +87,16 @@ def replay_reference(nab_sample, tmp_path_factory):
     return summary, z_rule_rows(anomalies)
 
 
-def test_producer_to_dataflow_to_topics_matches_replay(kafka, nab_sample, replay_reference, tmp_path):
+def test_producer_to_dataflow_to_topics_and_tables_matches_replay(
+    kafka, database, nab_sample, replay_reference, tmp_path
+):
     reference, reference_anomalies = replay_reference
     topics = topics_env(kafka)
     printed = produce(nab_sample, tmp_path / "producer", topics)
     assert "done: produced 9,946 messages" in printed  # 9,949 rows less the 3 invalid ones
     assert "skipped 3 invalid rows" in printed
 
-    summary = run_from_kafka(tmp_path / "flead", topics)
+    summary = run_from_kafka(tmp_path / "flead", {**topics, "FLEAD_DATABASE_URL": database})
     assert summary["rows_processed"] == reference["rows_processed"]
     assert summary["local_updates"] == reference["local_updates"]
     assert summary["global_versions"] == reference["global_versions"]
@@ -106,6 +109,17 @@ def test_producer_to_dataflow_to_topics_matches_replay(kafka, nab_sample, replay
     assert len(updates) == reference["local_updates"]
     models = consume(kafka.bootstrap, topics["FLEAD_TOPIC_GLOBAL_MODELS"])
     assert sorted(int(m.key()) for m in models) == list(range(1, reference["global_versions"] + 1))
+
+    with psycopg.connect(database) as conn:
+        table_anomalies = conn.execute(
+            "SELECT device_id, to_char(timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), severity"
+            " FROM anomalies"
+        ).fetchall()
+        local_models = conn.execute("SELECT count(*) FROM local_models").fetchone()[0]
+        global_versions = conn.execute("SELECT max(global_version) FROM federated_models").fetchone()[0]
+    assert {tuple(row) for row in table_anomalies if row[2] != "suspect"} == reference_anomalies
+    assert local_models == reference["local_updates"]
+    assert global_versions == reference["global_versions"]
 
 
 def test_global_models_return_to_the_devices_through_their_topic(kafka, nab_sample, tmp_path):
@@ -135,7 +149,7 @@ def test_four_partitions_are_read_by_two_workers(kafka, nab_sample, replay_refer
     assert z_rule_rows(anomalies) == reference_anomalies
 
 
-def test_invalid_messages_go_to_the_dead_letter_topic_with_reason_and_offset(kafka, tmp_path):
+def test_invalid_messages_go_to_the_dead_letter_topic_and_table_with_reason_and_offset(kafka, database, tmp_path):
     topics = topics_env(kafka)
     topic = topics["FLEAD_TOPIC_TELEMETRY"]
     kafka.create_topic(topic)
@@ -145,8 +159,11 @@ def test_invalid_messages_go_to_the_dead_letter_topic_with_reason_and_offset(kaf
         producer.produce(topic, value, b"pump-1")
     assert producer.flush(10) == 0
 
-    summary = run_from_kafka(tmp_path, topics)
+    summary = run_from_kafka(tmp_path, {**topics, "FLEAD_DATABASE_URL": database})
     assert (summary["rows_read"], summary["rows_processed"], summary["rows_rejected"]) == (4, 2, 2)
+    with psycopg.connect(database) as conn:
+        table = conn.execute("SELECT reason, source FROM dead_letters ORDER BY source").fetchall()
+    assert table == [("invalid_json", f"kafka:{topic}:0:1"), ("invalid_value", f"kafka:{topic}:0:2")]
     letters = consume(kafka.bootstrap, topics["FLEAD_TOPIC_DEAD_LETTERS"])
     assert sorted((orjson.loads(m.value())["reason"], m.key().decode()) for m in letters) == [
         ("invalid_json", f"kafka:{topic}:0:1"),

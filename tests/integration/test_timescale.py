@@ -6,7 +6,6 @@ import logging
 import subprocess
 import threading
 import time
-import uuid
 
 import orjson
 import psycopg
@@ -88,18 +87,6 @@ ROWS = [
         },
     ),
 ]
-
-
-@pytest.fixture
-def database(postgres):
-    """A fresh database per test on the session's server."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres.url, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    url = postgres.url.rsplit("/", 1)[0] + f"/{name}"
-    yield url
-    with psycopg.connect(postgres.url, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def counts(url: str) -> dict[str, int]:
