@@ -33,10 +33,9 @@ from dataflows.sources import ReplaySource
 from dataflows.steps import EvaluationLogic, FedAvgLogic, ShardLogic, SummaryLogic
 from operators.device import Detection
 from operators.fedavg import GlobalModel, LocalUpdate
-from operators.messages import Rejection, Telemetry
+from operators.messages import Rejection
 from operators.run_totals import SourceProgress
-from operators.shard import ShardCounters
-from operators.sharding import shard_keys, shard_of
+from operators.sharding import ShardBatch, route_by_shard, shard_keys
 from sinks.console import ReportSink
 from sinks.jsonl import JsonLinesSink, reset_outputs
 from sinks.loopback import LoopbackSink
@@ -60,15 +59,16 @@ def build_flow(settings: Settings) -> Dataflow:
     keys = shard_keys(settings.shards)
     kafka = settings.kafka
 
-    # Input: readings and rejections, read counts, and the global models coming back.
+    # Input: readings (grouped by shard), rejections, read counts, global models coming back.
     if settings.reads_kafka:
         from dataflows.kafka_io import GlobalModelSource, telemetry_input
 
         items = telemetry_input(flow, kafka, settings.limits, settings.batch_size)
     else:
         items = op.input("telemetry", flow, replay_source(settings))
-    split = op.branch("readings_or_not", items, lambda item: type(item) is Telemetry)
-    readings, others = split.trues, split.falses  # nearly every item is a reading: test it once
+    routed = op.flat_map_batch("by_shard", items, lambda batch: route_by_shard(batch, keys))
+    split = op.branch("shard_batches_or_not", routed, lambda item: type(item) is ShardBatch)
+    shard_batches, others = split.trues, split.falses
     rejected = of_type("rejected", others, Rejection)
     read_progress = of_type("read_progress", others, SourceProgress)
     if settings.reads_kafka:
@@ -77,20 +77,20 @@ def build_flow(settings: Settings) -> Dataflow:
         returned_models = of_type("returned_models", others, GlobalModel)
 
     # Device stage, keyed by shard; a global model goes to every shard.
-    keyed_readings = op.key_on("shard_of_device", readings, lambda reading: shard_of(reading.device_id, keys))
+    keyed_batches = op.key_on("shard", shard_batches, lambda batch: batch.key)
     keyed_models = op.flat_map("to_every_shard", returned_models, lambda model: [(key, model) for key in keys])
     idle_seconds = settings.detection.round_seconds if settings.reads_kafka else None
-    device_output = op.key_rm(
-        "device_output",
+    results = op.key_rm(
+        "shard_results",
         op.stateful_batch(
             "devices",
-            op.merge("device_input", keyed_readings, keyed_models),
+            op.merge("device_input", keyed_batches, keyed_models),
             ShardLogic.builder(settings.detection, settings.scores, idle_seconds or None),
         ),
     )
-    detections = of_type("detections", device_output, Detection)
-    local_updates = of_type("local_updates", device_output, LocalUpdate)
-    shard_counters = of_type("shard_counters", device_output, ShardCounters)
+    shard_counters = op.map("shard_counters", results, lambda result: result.counters)
+    local_updates = op.filter_map("local_updates", results, lambda result: result.updates or None)
+    anomalies = op.filter_map("anomalies", results, lambda result: result.anomalies or None)
 
     # FedAvg: one key, so one worker holds the federation's state.
     global_models = op.key_rm(
@@ -118,17 +118,18 @@ def build_flow(settings: Settings) -> Dataflow:
         ),
     )
 
-    # Results as (table, row): the JSON Lines files (replay) and the database tables.
-    anomalies = op.filter("is_anomaly", detections, lambda detection: detection.is_anomaly)
+    # Results as (table, rows): the JSON Lines files (replay) and the database tables.
     table_rows = [
-        op.map("anomaly_rows", anomalies, lambda d: ("anomalies", d.anomaly_row())),
-        op.map("local_model_rows", local_updates, lambda u: ("local_models", u.as_row())),
-        op.map("federated_model_rows", global_models, lambda m: ("federated_models", m.as_row())),
-        op.map("evaluation_rows", evaluations, lambda row: ("model_evaluations", row)),
-        op.map("dead_letter_rows", rejected, lambda r: ("dead_letters", r.as_row())),
+        op.map("anomaly_rows", anomalies, lambda batch: ("anomalies", [d.anomaly_row() for d in batch])),
+        op.map("local_model_rows", local_updates, lambda batch: ("local_models", [u.as_row() for u in batch])),
+        op.map("federated_model_rows", global_models, lambda m: ("federated_models", [m.as_row()])),
+        op.map("evaluation_rows", evaluations, lambda row: ("model_evaluations", [row])),
+        op.map("dead_letter_rows", rejected, lambda r: ("dead_letters", [r.as_row()])),
     ]
     if settings.scores:
-        table_rows.append(op.map("score_rows", detections, lambda d: ("scores", d.score_row())))
+        table_rows.append(
+            op.map("score_rows", results, lambda result: ("scores", [d.score_row() for d in result.detections]))
+        )
     rows = op.merge("all_rows", *table_rows)
     if not settings.reads_kafka:
         file_rows = op.map("file_rows", rows, lambda item: (f"{item[0]}.jsonl", item[1]))
@@ -154,8 +155,16 @@ def build_flow(settings: Settings) -> Dataflow:
             "kafka_records",
             op.map("anomaly_records", anomalies, to_topic(kafka.anomalies_topic, device_of, Detection.anomaly_row)),
             op.map("update_records", local_updates, to_topic(kafka.local_updates_topic, device_of, LocalUpdate.as_row)),
-            op.map("model_records", global_models, to_topic(kafka.global_models_topic, version_of, GlobalModel.as_row)),
-            op.map("dead_letter_records", rejected, to_topic(kafka.dead_letters_topic, source_of, Rejection.as_row)),
+            op.map(
+                "model_records",
+                op.map("model_list", global_models, lambda m: [m]),
+                to_topic(kafka.global_models_topic, version_of, GlobalModel.as_row),
+            ),
+            op.map(
+                "dead_letter_records",
+                op.map("rejection_list", rejected, lambda r: [r]),
+                to_topic(kafka.dead_letters_topic, source_of, Rejection.as_row),
+            ),
         )
         op.output("kafka", records, KafkaTopicsSink(kafka.client_config()))
 
@@ -173,8 +182,9 @@ def build_flow(settings: Settings) -> Dataflow:
     return flow
 
 
-def to_topic(topic: str, key_of: Callable[[Any], str], row_of: Callable[[Any], dict]) -> Callable[[Any], Any]:
-    return lambda item: (topic, key_of(item).encode(), orjson.dumps(row_of(item)))
+def to_topic(topic: str, key_of: Callable[[Any], str], row_of: Callable[[Any], dict]) -> Callable[[list], list]:
+    """A batch of results as ``(topic, key, JSON value)`` records."""
+    return lambda batch: [(topic, key_of(item).encode(), orjson.dumps(row_of(item))) for item in batch]
 
 
 def device_of(item: Detection | LocalUpdate) -> str:

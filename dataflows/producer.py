@@ -62,7 +62,7 @@ class _Position:
     rows: int = 0
 
 
-class _ReplayToTopic(StatefulSourcePartition[KafkaRecord | Produced, tuple[int, int]]):
+class _ReplayToTopic(StatefulSourcePartition[list[KafkaRecord] | Produced, tuple[int, int]]):
     def __init__(
         self,
         path: Path,
@@ -92,14 +92,14 @@ class _ReplayToTopic(StatefulSourcePartition[KafkaRecord | Produced, tuple[int, 
         rows = read_replay(self._path, self._limits)
         return islice(rows, self._position.rows, None)
 
-    def next_batch(self) -> list[KafkaRecord | Produced]:
+    def next_batch(self) -> list[list[KafkaRecord] | Produced]:
         allowed = self._batch_size
         if self._rate:
             due = int((time.monotonic() - self._started) * self._rate) - self._sent_since_start
             allowed = min(allowed, due)
             if allowed <= 0:
                 return []
-        batch: list[KafkaRecord | Produced] = []
+        batch: list[KafkaRecord] = []
         skipped = loops = 0
         shift = self._position.loop * self._span
         for record in islice(self._rows, allowed):
@@ -115,8 +115,7 @@ class _ReplayToTopic(StatefulSourcePartition[KafkaRecord | Produced, tuple[int, 
             self._rows = self._open()
             loops = 1
         self._sent_since_start += len(batch)
-        batch.append(Produced(len(batch), skipped, loops))
-        return batch
+        return [batch, Produced(len(batch), skipped, loops)]
 
     def next_awake(self) -> datetime | None:
         if not self._rate:
@@ -127,7 +126,7 @@ class _ReplayToTopic(StatefulSourcePartition[KafkaRecord | Produced, tuple[int, 
         return self._position.loop, self._position.rows
 
 
-class ReplayToTopicSource(FixedPartitionedSource[KafkaRecord | Produced, tuple[int, int]]):
+class ReplayToTopicSource(FixedPartitionedSource[list[KafkaRecord] | Produced, tuple[int, int]]):
     """One partition keeps the replay in one global time order."""
 
     def __init__(self, settings: Settings) -> None:
@@ -191,7 +190,7 @@ def build_producer(settings: Settings) -> Dataflow:
         raise ConfigError("FLEAD_INPUT must be a file or directory to replay, not kafka")
     flow = Dataflow("flead_producer")
     items = op.input("replay", flow, ReplayToTopicSource(settings))
-    records = op.filter("records", items, lambda item: isinstance(item, tuple))
+    records = op.filter("records", items, lambda item: isinstance(item, list))
     produced = op.filter("produced", items, lambda item: isinstance(item, Produced))
     op.output("topic", records, KafkaTopicsSink(settings.kafka.client_config()))
 

@@ -13,11 +13,12 @@ from operators.evaluation import EvaluationAggregator
 from operators.fedavg import FedAvgAggregator, GlobalModel, LocalUpdate
 from operators.messages import Rejection, Telemetry
 from operators.run_totals import RunTotals, SourceProgress
-from operators.shard import ShardCounters, ShardOutput, ShardState
+from operators.shard import ShardCounters, ShardResult, ShardState
+from operators.sharding import ShardBatch
 from sinks import metrics
 
 
-class ShardLogic(StatefulBatchLogic[Telemetry | GlobalModel, ShardOutput, ShardState]):
+class ShardLogic(StatefulBatchLogic[ShardBatch | GlobalModel, ShardResult, ShardState]):
     """The device stage for one shard key.
 
     With ``idle_seconds`` (live input), the partial round of a device that has been silent
@@ -37,31 +38,38 @@ class ShardLogic(StatefulBatchLogic[Telemetry | GlobalModel, ShardOutput, ShardS
 
         return build
 
-    def on_batch(self, values: list[Telemetry | GlobalModel]) -> tuple[list[ShardOutput], bool]:
+    def on_batch(self, values: list[ShardBatch | GlobalModel]) -> tuple[list[ShardResult], bool]:
         now = time.time()
-        for item in values:
-            if isinstance(item, Telemetry):
-                metrics.LATENCY.observe(now - item.ingested_at)
-        return self.state.process(values, now), StatefulBatchLogic.RETAIN
+        items: list[Telemetry | GlobalModel] = []
+        observe = metrics.LATENCY.observe
+        for value in values:
+            if type(value) is ShardBatch:
+                for reading in value.readings:
+                    observe(now - reading.ingested_at)
+                items.extend(value.readings)
+            else:
+                items.append(value)
+        return [self.state.process(items, now)], StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         if self.next_idle_check is None:
             return None
         return datetime.fromtimestamp(self.next_idle_check, UTC)
 
-    def on_notify(self) -> tuple[list[ShardOutput], bool]:
+    def on_notify(self) -> tuple[list[ShardResult], bool]:
         now = time.time()
         self.next_idle_check = now + self.idle_seconds / 2
-        return self.state.close_idle_rounds(now, self.idle_seconds), StatefulBatchLogic.RETAIN
+        result = self.state.close_idle_rounds(now, self.idle_seconds)
+        return ([result] if result.updates else []), StatefulBatchLogic.RETAIN
 
-    def on_eof(self) -> tuple[list[ShardOutput], bool]:
-        return self.state.finish(), StatefulBatchLogic.RETAIN
+    def on_eof(self) -> tuple[list[ShardResult], bool]:
+        return [self.state.finish()], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> ShardState:
         return self.state
 
 
-class FedAvgLogic(StatefulBatchLogic[LocalUpdate, GlobalModel, FedAvgAggregator]):
+class FedAvgLogic(StatefulBatchLogic[list[LocalUpdate], GlobalModel, FedAvgAggregator]):
     def __init__(self, aggregator: FedAvgAggregator) -> None:
         self.aggregator = aggregator
 
@@ -72,8 +80,9 @@ class FedAvgLogic(StatefulBatchLogic[LocalUpdate, GlobalModel, FedAvgAggregator]
 
         return build
 
-    def on_batch(self, values: list[LocalUpdate]) -> tuple[list[GlobalModel], bool]:
-        models = [model for update in values if (model := self.aggregator.add(update)) is not None]
+    def on_batch(self, values: list[list[LocalUpdate]]) -> tuple[list[GlobalModel], bool]:
+        add = self.aggregator.add
+        models = [model for updates in values for update in updates if (model := add(update)) is not None]
         return models, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> FedAvgAggregator:

@@ -77,7 +77,8 @@ class LocalModel:
         self.positive_weight = positive_weight
 
     def probability(self, features: dict[str, float]) -> float:
-        return self._model.predict_proba_one(features)[True]
+        # predict_proba_one's result dict costs more than the dot product it wraps (hot path).
+        return sigmoid(self._model._raw_dot_one(features))
 
     def learn(self, features: dict[str, float], target: int) -> None:
         self._model.learn_one(features, bool(target), w=self.positive_weight if target else 1.0)

@@ -30,7 +30,18 @@ class ShardCounters:
     """The shard's final live-evaluation counts of each global version it moved past in this batch."""
 
 
-ShardOutput = Detection | LocalUpdate | ShardCounters
+@dataclass(slots=True)
+class ShardResult:
+    """Everything one shard produced from one batch: one item downstream instead of many."""
+
+    detections: list[Detection] = field(default_factory=list)
+    """The flagged readings, and every reading when scores are asked for."""
+    updates: list[LocalUpdate] = field(default_factory=list)
+    counters: ShardCounters = field(default_factory=ShardCounters)
+
+    @property
+    def anomalies(self) -> list[Detection]:
+        return [detection for detection in self.detections if detection.is_anomaly]
 
 
 class ShardState:
@@ -47,10 +58,11 @@ class ShardState:
     def global_version(self) -> int:
         return self.global_model.version if self.global_model is not None else 0
 
-    def process(self, batch: list[Telemetry | GlobalModel], now: float = 0.0) -> list[ShardOutput]:
+    def process(self, batch: list[Telemetry | GlobalModel], now: float = 0.0) -> ShardResult:
         """Readings and global models in arrival order; ``now`` (wall time) marks the devices seen."""
-        outputs: list[ShardOutput] = []
         counters = ShardCounters(detection={name: ConfusionCounts() for name in DECIDERS})
+        result = ShardResult(counters=counters)
+        detections, updates = result.detections, result.updates
         settings = self.settings
         threshold = settings.score_threshold
         detection_counts = counters.detection
@@ -66,12 +78,11 @@ class ShardState:
             counters.processed += 1
             if detection.is_anomaly:
                 counters.anomalies[detection.severity] = counters.anomalies.get(detection.severity, 0) + 1
-                outputs.append(detection)
+                detections.append(detection)
             elif self.emit_scores:
-                outputs.append(detection)
+                detections.append(detection)
             if update is not None:
-                counters.local_updates += 1
-                outputs.append(update)
+                updates.append(update)
             label = item.label
             if label is not None:
                 detection_counts["z_rule"].add(detection.severity in Z_RULE_SEVERITIES, label)
@@ -81,8 +92,8 @@ class ShardState:
                     global_positive = detection.global_score > threshold
                     detection_counts["global_model"].add(global_positive, label)
                     self.evaluation.add(global_positive, label, item.timestamp)
-        outputs.append(counters)
-        return outputs
+        counters.local_updates = len(updates)
+        return result
 
     def receive_global(self, model: GlobalModel) -> dict[int, ConfusionCounts]:
         """Adopt a newer global model; a duplicate or late copy changes nothing.
@@ -104,7 +115,7 @@ class ShardState:
         counts, self.evaluation = self.evaluation, ConfusionCounts()
         return counts
 
-    def close_idle_rounds(self, now: float, idle_seconds: float) -> list[ShardOutput]:
+    def close_idle_rounds(self, now: float, idle_seconds: float) -> ShardResult:
         """Close the partial rounds of devices silent for ``idle_seconds`` of wall time."""
         updates = [
             update
@@ -113,20 +124,12 @@ class ShardState:
             and now - device.last_seen >= idle_seconds
             and (update := device.close_round()) is not None
         ]
-        if not updates:
-            return []
-        return [*updates, ShardCounters(local_updates=len(updates))]
+        return ShardResult(updates=updates, counters=ShardCounters(local_updates=len(updates)))
 
-    def finish(self) -> list[ShardOutput]:
+    def finish(self) -> ShardResult:
         """At the end of a bounded input: close every partial round and the open evaluation."""
-        outputs: list[ShardOutput] = []
-        counters = ShardCounters()
-        for device in self.devices.values():
-            update = device.close_round()
-            if update is not None:
-                counters.local_updates += 1
-                outputs.append(update)
+        updates = [update for device in self.devices.values() if (update := device.close_round()) is not None]
+        counters = ShardCounters(local_updates=len(updates))
         if self.global_version:
             counters.closed_evaluations[self.global_version] = self._close_evaluation()
-        outputs.append(counters)
-        return outputs
+        return ShardResult(updates=updates, counters=counters)

@@ -29,15 +29,16 @@ def reset_outputs(directory: Path, file_names: list[str], stale_names: list[str]
         (directory / name).unlink(missing_ok=True)
 
 
-class JsonLinesPartition(StatefulSinkPartition[Row, int]):
+class JsonLinesPartition(StatefulSinkPartition[list[Row], int]):
     def __init__(self, path: Path, resume_offset: int | None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = path.open("r+b" if path.exists() else "w+b")
         self._file.truncate(resume_offset or 0)
         self._file.seek(resume_offset or 0)
 
-    def write_batch(self, values: list[Row]) -> None:
-        self._file.write(b"".join(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE) for row in values))
+    def write_batch(self, values: list[list[Row]]) -> None:
+        dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+        self._file.write(b"".join(dumps(row, option=newline) for rows in values for row in rows))
         self._file.flush()
 
     def snapshot(self) -> int:
@@ -47,8 +48,8 @@ class JsonLinesPartition(StatefulSinkPartition[Row, int]):
         self._file.close()
 
 
-class JsonLinesSink(FixedPartitionedSink[Row, int]):
-    """Writes ``(file name, row)`` items to ``directory/<file name>``, one JSON object per line."""
+class JsonLinesSink(FixedPartitionedSink[list[Row], int]):
+    """Writes ``(file name, rows)`` items to ``directory/<file name>``, one JSON object per line."""
 
     def __init__(self, directory: Path, file_names: list[str]) -> None:
         self._directory = directory

@@ -15,7 +15,7 @@ KafkaRecord = tuple[str, bytes | None, bytes]
 """``(topic, key, value)``."""
 
 
-class _KafkaPartition(StatelessSinkPartition[KafkaRecord]):
+class _KafkaPartition(StatelessSinkPartition[list[KafkaRecord]]):
     def __init__(self, config: dict[str, str], flush_seconds: float) -> None:
         self._producer = Producer({"linger.ms": "2", **config})
         self._flush_seconds = flush_seconds
@@ -30,9 +30,9 @@ class _KafkaPartition(StatelessSinkPartition[KafkaRecord]):
         if self.failed == 1 or self.failed % 1000 == 0:
             log.error("Kafka delivery to %s failed (%d so far): %s", message.topic(), self.failed, error)
 
-    def write_batch(self, items: list[KafkaRecord]) -> None:
+    def write_batch(self, items: list[list[KafkaRecord]]) -> None:
         produce = self._producer.produce
-        for topic, key, value in items:
+        for topic, key, value in (record for records in items for record in records):
             while True:
                 try:
                     produce(topic, value, key, on_delivery=self._delivered)
@@ -49,8 +49,8 @@ class _KafkaPartition(StatelessSinkPartition[KafkaRecord]):
             log.error("%d Kafka messages were still undelivered at shutdown", left)
 
 
-class KafkaTopicsSink(DynamicSink[KafkaRecord]):
-    """Writes ``(topic, key, value)`` items; each worker has its own producer."""
+class KafkaTopicsSink(DynamicSink[list[KafkaRecord]]):
+    """Writes lists of ``(topic, key, value)`` records; each worker has its own producer."""
 
     def __init__(self, config: dict[str, str], flush_seconds: float = 30.0) -> None:
         self._config = config

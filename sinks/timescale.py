@@ -383,20 +383,20 @@ class BufferedWriter:
             self._conn.close()
 
 
-class _TimescalePartition(StatelessSinkPartition[TableRow]):
+class _TimescalePartition(StatelessSinkPartition[tuple[str, list[dict[str, Any]]]]):
     def __init__(self, writer: BufferedWriter, close_timeout: float) -> None:
         self._writer = writer
         self._close_timeout = close_timeout
 
-    def write_batch(self, items: list[TableRow]) -> None:
-        self._writer.put(items)
+    def write_batch(self, items: list[tuple[str, list[dict[str, Any]]]]) -> None:
+        self._writer.put((table, row) for table, rows in items for row in rows)
 
     def close(self) -> None:
         self._writer.close(self._close_timeout)
 
 
-class TimescaleSink(DynamicSink[TableRow]):
-    """Writes ``(table, row)`` items; each worker has its own writer thread and connection."""
+class TimescaleSink(DynamicSink[tuple[str, list[dict[str, Any]]]]):
+    """Writes ``(table, rows)`` items; each worker has its own writer thread and connection."""
 
     def __init__(
         self,
