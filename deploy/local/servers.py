@@ -92,9 +92,7 @@ def ensure_kafka_jars() -> Path:
     mvn = ["mvn", "-B", "-q", "-f", str(KAFKA_DIR / "pom.xml")]
     goal = "dependency:copy-dependencies"
     for offline in (["-o"], []):
-        done = subprocess.run(
-            [*mvn, *offline, goal], check=False, capture_output=True, text=True
-        )
+        done = subprocess.run([*mvn, *offline, goal], check=False, capture_output=True, text=True)
         if done.returncode == 0:
             break
     else:
@@ -143,9 +141,7 @@ class KafkaServer:
         broker_port, controller_port = _two_free_ports()
         self.bootstrap = f"127.0.0.1:{broker_port}"
         config = self._tmp / "server.properties"
-        config.write_text(
-            _server_properties(broker_port, controller_port, self._tmp / "data")
-        )
+        config.write_text(_server_properties(broker_port, controller_port, self._tmp / "data"))
         java = [
             "java",
             "-Xms128m",
@@ -158,9 +154,7 @@ class KafkaServer:
         fmt = [*java, *storage, "-t", _kafka_cluster_id(), "-c", str(config)]
         done = subprocess.run(fmt, check=False, capture_output=True, text=True)
         if done.returncode != 0:
-            raise RuntimeError(
-                f"Kafka storage format failed:\n{done.stdout}{done.stderr}"
-            )
+            raise RuntimeError(f"Kafka storage format failed:\n{done.stdout}{done.stderr}")
         self.log_path = self._tmp / "kafka.log"
         with self.log_path.open("wb") as log:
             # Own session: a Ctrl-C in the terminal must not race the orderly stop().
@@ -173,9 +167,7 @@ class KafkaServer:
         self.pid = self._proc.pid
         self._wait_ready(self._proc, broker_port, self.log_path)
 
-    def _wait_ready(
-        self, proc: subprocess.Popen[bytes], port: int, log_path: Path
-    ) -> None:
+    def _wait_ready(self, proc: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
         """Wait for the port, then for a metadata answer: an open port is not enough."""
         deadline = time.monotonic() + self.start_timeout
         admin: AdminClient | None = None
@@ -184,17 +176,11 @@ class KafkaServer:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 # Made once the port is open: librdkafka logs every refused connect.
                 admin = admin or AdminClient({"bootstrap.servers": self.bootstrap})
-                admin.list_topics(
-                    timeout=max(0.5, min(5.0, deadline - time.monotonic()))
-                )
+                admin.list_topics(timeout=max(0.5, min(5.0, deadline - time.monotonic())))
                 return
             except (OSError, KafkaException):
                 time.sleep(0.2)
-        state = (
-            "exited"
-            if proc.poll() is not None
-            else f"not ready after {self.start_timeout} s"
-        )
+        state = "exited" if proc.poll() is not None else f"not ready after {self.start_timeout} s"
         raise RuntimeError(f"Kafka at {self.bootstrap} {state}:\n{_tail(log_path)}")
 
     def create_topic(self, name: str, partitions: int = 1) -> None:
@@ -269,9 +255,7 @@ def _pg_bin_dir() -> Path:
         return Path(dirs[-1])
     pg_ctl = shutil.which("pg_ctl")
     if pg_ctl is None:
-        raise FileNotFoundError(
-            "no PostgreSQL server binaries (apt-get install -y postgresql)"
-        )
+        raise FileNotFoundError("no PostgreSQL server binaries (apt-get install -y postgresql)")
     return Path(pg_ctl).parent
 
 
@@ -290,9 +274,7 @@ class PostgresServer:
         self.log_path: Path | None = None
         self._tmp: Path | None = None
         self._bin = _pg_bin_dir()
-        self._as_owner = (
-            ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        )
+        self._as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
     @property
     def _data(self) -> Path:
@@ -317,9 +299,7 @@ class PostgresServer:
         initdb = ["-D", str(self._data), "-A", "trust", "-U", "postgres", "--no-sync"]
         self._run("initdb", *initdb, "-E", "UTF8", "--locale=C")
         # Only the private socket dir and 127.0.0.1 may connect, without a password.
-        (self._data / "pg_hba.conf").write_text(
-            "local all all trust\nhost all all 127.0.0.1/32 trust\n"
-        )
+        (self._data / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
         self.port = free_port()
         self.start_again()
         admin_dsn = f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
