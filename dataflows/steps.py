@@ -168,7 +168,9 @@ class SummaryLogic(StatefulBatchLogic[SummaryInput, tuple[str, Any], RunTotals])
         return [("progress", f"{self.totals.progress_line()} · {elapsed:,.0f} s")], StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[tuple[str, Any]], bool]:
-        return [("summary", self.totals.summary())], StatefulBatchLogic.RETAIN
+        elapsed = time.monotonic() - self.started
+        summary = {**self.totals.summary(), "seconds_since_first_rows": round(elapsed, 3)}
+        return [("summary", summary)], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> RunTotals:
         return self.totals
