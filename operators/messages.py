@@ -19,6 +19,28 @@ import orjson
 SINGLE_FIELD = "value"
 """The field name given to a ``data`` that is a plain number."""
 
+REJECTION_REASONS = (
+    "empty_message",
+    "future_timestamp",
+    "invalid_device_id",
+    "invalid_field",
+    "invalid_json",
+    "invalid_label",
+    "invalid_row",
+    "invalid_timestamp",
+    "invalid_value",
+    "kafka_error",
+    "missing_data",
+    "missing_device_id",
+    "missing_field",
+    "missing_timestamp",
+    "non_finite_value",
+    "not_an_object",
+    "oversized_message",
+    "too_many_fields",
+)
+"""Every reason a rejected input can carry (dead letters, and their metric's labels)."""
+
 RAW_EXCERPT_BYTES = 512
 """How much of a rejected input is kept in its dead letter."""
 

@@ -7,7 +7,7 @@ import logging
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, Message, Producer
 
-from sinks.metrics import SINK_ROWS_WRITTEN, SINK_WRITE_ERRORS
+from sinks.metrics import SINK_ROWS_WRITTEN, SINK_WRITE_ERRORS, initialize_sink
 
 log = logging.getLogger("flead.kafka")
 
@@ -57,4 +57,5 @@ class KafkaTopicsSink(DynamicSink[list[KafkaRecord]]):
         self._flush_seconds = flush_seconds
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _KafkaPartition:
+        initialize_sink("kafka")
         return _KafkaPartition(self._config, self._flush_seconds)

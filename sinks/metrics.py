@@ -13,6 +13,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from operators.evaluation import ConfusionCounts
 from operators.fedavg import GlobalModel
+from operators.messages import REJECTION_REASONS
 from operators.shard import ShardCounters
 
 EVENTS = Counter("flead_events", "Telemetry rows by outcome", ["outcome"])
@@ -34,6 +35,22 @@ SINK_WRITE_ERRORS = Counter("flead_sink_write_errors", "Failed writes of a sink"
 SINK_RETRIES = Counter("flead_sink_retries", "Retried writes of a sink", ["sink"])
 SINK_BUFFERED_ROWS = Gauge("flead_sink_buffered_rows", "Rows waiting in a sink's buffer", ["sink"])
 SINK_DROPPED_ROWS = Counter("flead_sink_dropped_rows", "Rows a sink dropped because its buffer was full", ["sink"])
+
+
+# Every known label value exists from the start, at 0, so that dashboards and alerts see the
+# series before the first event (Prometheus cannot tell "none yet" from "not exported").
+for _reason in REJECTION_REASONS:
+    DEAD_LETTERS.labels(_reason)
+for _severity in ("warning", "critical", "suspect"):
+    ANOMALIES.labels(_severity)
+
+
+def initialize_sink(sink: str) -> None:
+    """Create a sink's series at 0 when the sink starts."""
+    SINK_WRITE_ERRORS.labels(sink)
+    SINK_RETRIES.labels(sink)
+    SINK_BUFFERED_ROWS.labels(sink)
+    SINK_DROPPED_ROWS.labels(sink)
 
 
 _READ = EVENTS.labels("read")

@@ -27,7 +27,14 @@ import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from psycopg.types.json import Jsonb
 
-from sinks.metrics import SINK_BUFFERED_ROWS, SINK_DROPPED_ROWS, SINK_RETRIES, SINK_ROWS_WRITTEN, SINK_WRITE_ERRORS
+from sinks.metrics import (
+    SINK_BUFFERED_ROWS,
+    SINK_DROPPED_ROWS,
+    SINK_RETRIES,
+    SINK_ROWS_WRITTEN,
+    SINK_WRITE_ERRORS,
+    initialize_sink,
+)
 
 log = logging.getLogger("flead.timescale")
 
@@ -414,5 +421,6 @@ class TimescaleSink(DynamicSink[tuple[str, list[dict[str, Any]]]]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _TimescalePartition:
         prepare_database(self._url, self._compress_after, self._retain_for)
+        initialize_sink(SINK)
         writer = BufferedWriter(lambda: connect(self._url), self._max_buffered_rows)
         return _TimescalePartition(writer, self._close_timeout)

@@ -1,6 +1,8 @@
 import shutil
+import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
 
 pytest_plugins = ["tests.servers.fixtures"]
@@ -29,3 +31,15 @@ def nab_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
         with target.open("a") as handle:
             handle.write("2014-12-31 23:59:59,not-a-number,0\n")
     return root
+
+
+@pytest.fixture
+def database(postgres):
+    """A fresh database per test on the session's server."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres.url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    url = postgres.url.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    with psycopg.connect(postgres.url, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -119,3 +119,15 @@ def test_a_rejection_row_names_reason_source_and_payload():
     assert row["source"] == "test"
     assert row["payload"] == "{oops"
     assert row["received_at"].endswith("Z")
+
+
+def test_every_reason_in_the_code_is_a_known_reason():
+    import re
+    from pathlib import Path
+
+    from operators.messages import REJECTION_REASONS
+
+    root = Path(__file__).resolve().parents[2]
+    source = "".join(path.read_text() for folder in ("operators", "dataflows") for path in (root / folder).glob("*.py"))
+    used = set(re.findall(r"(?:InvalidMessage|Rejection)\(\s*\"([a-z_]+)\"", source))
+    assert used and used <= set(REJECTION_REASONS)
