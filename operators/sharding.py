@@ -36,10 +36,9 @@ def route_by_shard(items: list[Any], keys: list[str]) -> list[Any]:
     """Readings grouped into one :class:`ShardBatch` per shard; every other item passes as it is."""
     by_shard: dict[str, list[Telemetry]] = {}
     others = []
-    shards = len(keys)
     for item in items:
         if type(item) is Telemetry:
-            key = keys[crc32(item.device_id.encode()) % shards]
+            key = shard_of(item.device_id, keys)
             batch = by_shard.get(key)
             if batch is None:
                 by_shard[key] = [item]
