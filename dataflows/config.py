@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -388,6 +390,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         rate=raw["FLEAD_RATE"],
         loop=raw["FLEAD_LOOP"],
     )
+
+
+def start_or_exit(build: Callable[[Settings], Any]) -> Any:
+    """Load the settings and build a dataflow; a bad setting or a failed start-up check ends
+    the process with one line that says what is wrong (and names the setting)."""
+    logging.basicConfig(level=logging.INFO, format="flead: %(name)s: %(message)s")
+    try:
+        return build(load_settings())
+    except ConfigError as exc:
+        sys.exit(f"flead: bad setting: {exc}")
+    except RuntimeError as exc:
+        sys.exit(f"flead: cannot start: {exc}")
 
 
 def settings_table() -> str:

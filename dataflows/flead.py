@@ -18,8 +18,6 @@ Settings come from ``FLEAD_*`` environment variables (see README.md).
 
 from __future__ import annotations
 
-import logging
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +25,7 @@ import bytewax.operators as op
 import orjson
 from bytewax.dataflow import Dataflow, Stream
 
-from dataflows.config import ConfigError, Settings, load_settings
+from dataflows.config import Settings, start_or_exit
 from dataflows.loopback import loopback_path
 from dataflows.sources import ReplaySource
 from dataflows.steps import EvaluationLogic, FedAvgLogic, ShardLogic, SummaryLogic
@@ -227,16 +225,13 @@ def prepare(settings: Settings) -> None:
         prepare_database(settings.database.url, settings.database.compress_after, settings.database.retain_for)
 
 
+def prepared_flow(settings: Settings) -> Dataflow:
+    prepare(settings)
+    return build_flow(settings)
+
+
 def __getattr__(name: str) -> Dataflow:
     """``flow`` is built on first access, so importing this module reads no settings."""
     if name != "flow":
         raise AttributeError(name)
-    logging.basicConfig(level=logging.INFO, format="flead: %(name)s: %(message)s")
-    try:
-        settings = load_settings()
-        prepare(settings)
-    except ConfigError as exc:
-        sys.exit(f"flead: bad setting: {exc}")
-    except RuntimeError as exc:
-        sys.exit(f"flead: cannot start: {exc}")
-    return build_flow(settings)
+    return start_or_exit(prepared_flow)

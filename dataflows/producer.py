@@ -10,8 +10,6 @@ would reject are counted and skipped.
 
 from __future__ import annotations
 
-import logging
-import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,7 +23,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.operators import StatefulBatchLogic
 
-from dataflows.config import ConfigError, Settings, load_settings
+from dataflows.config import ConfigError, Settings, start_or_exit
 from dataflows.kafka_io import check_brokers, ensure_topics
 from dataflows.replay_files import read_replay
 from operators.messages import SINGLE_FIELD, MessageLimits, Telemetry, iso_timestamp
@@ -205,17 +203,14 @@ def build_producer(settings: Settings) -> Dataflow:
     return flow
 
 
+def checked_producer(settings: Settings) -> Dataflow:
+    flow = build_producer(settings)
+    ensure_topics(settings.kafka, check_brokers(settings.kafka))
+    return flow
+
+
 def __getattr__(name: str) -> Dataflow:
     """``flow`` is built on first access, so importing this module reads no settings."""
     if name != "flow":
         raise AttributeError(name)
-    logging.basicConfig(level=logging.INFO, format="flead: %(name)s: %(message)s")
-    try:
-        settings = load_settings()
-        flow = build_producer(settings)
-        ensure_topics(settings.kafka, check_brokers(settings.kafka))
-    except ConfigError as exc:
-        sys.exit(f"flead: bad setting: {exc}")
-    except RuntimeError as exc:
-        sys.exit(f"flead: cannot start: {exc}")
-    return flow
+    return start_or_exit(checked_producer)

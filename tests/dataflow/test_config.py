@@ -49,3 +49,15 @@ def test_fields_are_a_comma_separated_list():
 
 def test_the_readme_documents_every_setting_with_its_default():
     assert settings_table() in README.read_text()
+
+
+def test_a_bad_setting_stops_the_real_command_with_a_message_naming_it(tmp_path):
+    import subprocess
+
+    from tests.flead_runs import REPO, environment, flead_command
+
+    env = environment(REPO / "data" / "nab", tmp_path, FLEAD_WINDOW="ten")
+    result = subprocess.run(flead_command(), cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "flead: bad setting: FLEAD_WINDOW='ten': is not a number" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 
 import psycopg
 import pytest
 
 from deploy.local.servers import free_port
 from tests.flead_runs import REPO, environment, flead_command
-from tests.integration.test_kafka import parse_metrics, produce, topics_env
+from tests.integration.test_kafka import produce, scrape_until, topics_env
 
 pytestmark = pytest.mark.integration
 
@@ -146,27 +145,18 @@ def test_every_promql_expression_names_metrics_the_dataflow_exports(kafka, nab_s
         "kafka", tmp_path / "flead", BYTEWAX_DATAFLOW_API_ENABLED="1", BYTEWAX_DATAFLOW_API_PORT=str(port), **topics
     )
     process = subprocess.Popen(flead_command(), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import urllib.request
-
-    exported: set[str] = set()
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-                    metrics = parse_metrics(response.read().decode())
-                exported = {name.split("{")[0] for name in metrics}
-                if (
-                    metrics.get('flead_events_total{outcome="processed"}', 0) >= 9946
-                    and "bytewax_kafka_consumer_lag" in exported
-                ):
-                    break
-            except OSError:
-                pass
-            time.sleep(0.5)
+        metrics = scrape_until(
+            port,
+            lambda m: (
+                m.get('flead_events_total{outcome="processed"}', 0) >= 9946
+                and any(name.startswith("bytewax_kafka_consumer_lag") for name in m)
+            ),
+        )
     finally:
         process.terminate()
         process.wait(30)
+    exported = {name.split("{")[0] for name in metrics}
     expressions = [target["expr"] for _, target in targets("prometheus")]
     assert expressions
     for expression in expressions:
