@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from river import linear_model, optim, utils
+from river import linear_model, optim
 
 LOGIT_CAP = 35.0
 """exp() of more than this is 1 or 0 in a double anyway; the cap keeps it from overflowing."""
@@ -89,12 +89,23 @@ class LocalModel:
         model learns to say "normal" always.
     """
 
-    __slots__ = ("_model", "positive_weight")
+    __slots__ = ("_model", "learning_rate", "positive_weight")
 
     def __init__(self, learning_rate: float, positive_weight: float = 1.0) -> None:
         optimizer, loss, intercept_lr = _shared_parts(learning_rate)
         self._model = linear_model.LogisticRegression(optimizer=optimizer, loss=loss, intercept_lr=intercept_lr)
+        self.learning_rate = learning_rate
         self.positive_weight = positive_weight
+
+    def __getstate__(self) -> tuple[float, float, dict[str, float], float]:
+        """Settings, weights and intercept are the whole state (the optimizer is shared and keeps
+        none), so a snapshot holds four values instead of River's object graph."""
+        return self.learning_rate, self.positive_weight, self._model.weights, self._model.intercept
+
+    def __setstate__(self, state: tuple[float, float, dict[str, float], float]) -> None:
+        learning_rate, positive_weight, weights, intercept = state
+        self.__init__(learning_rate, positive_weight)
+        self.load(ModelParameters(weights, intercept))
 
     def probability(self, features: dict[str, float]) -> float:
         # predict_proba_one's result dict costs more than the dot product it wraps (hot path).
@@ -109,6 +120,11 @@ class LocalModel:
 
     def load(self, parameters: ModelParameters) -> None:
         """Start from another model's weights (a new global model), keeping the optimizer."""
-        # River exposes the weights read-only; a VectorDict is what it keeps them in.
-        self._model._weights = utils.VectorDict(dict(parameters.weights))
+        # River exposes the weights read-only; its VectorDict is updated in place rather than
+        # replaced, so a device keeps the same long-lived objects round after round.
+        weights = self._model._weights
+        for name in [name for name in weights if name not in parameters.weights]:
+            del weights[name]
+        for name, value in parameters.weights.items():
+            weights[name] = value
         self._model.intercept = parameters.intercept

@@ -274,7 +274,7 @@ class PostgresServer:
         self.log_path: Path | None = None
         self._tmp: Path | None = None
         self._bin = _pg_bin_dir()
-        self._as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self._as_owner = [_runuser(), "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
     @property
     def _data(self) -> Path:
@@ -355,3 +355,13 @@ class PostgresServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _runuser() -> str:
+    """runuser lives in an sbin folder, which a minimal PATH (CI, cron) may lack."""
+    found = shutil.which("runuser") or next(
+        (path for path in ("/usr/sbin/runuser", "/sbin/runuser") if Path(path).exists()), None
+    )
+    if found is None:
+        raise RuntimeError("runuser not found: PostgreSQL's initdb/pg_ctl must run as the postgres user")
+    return found

@@ -26,8 +26,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _dataflow(module: str, env: dict[str, str], log: Path) -> subprocess.Popen:
     handle = log.open("w")
+    # Its own session: a Ctrl-C in the terminal reaches only this script, which then stops
+    # the dataflows one by one, before the servers they write to.
     return subprocess.Popen(
-        [sys.executable, "-m", "bytewax.run", module], cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "bytewax.run", module],
+        cwd=REPO,
+        env=env,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
 
@@ -70,6 +77,7 @@ FLEAD is running. Ctrl-C stops everything.
         except KeyboardInterrupt:
             print("\nstopping…", flush=True)
         finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
             for process in processes:
                 if process.poll() is None:
                     process.send_signal(signal.SIGINT)
@@ -78,6 +86,7 @@ FLEAD is running. Ctrl-C stops everything.
                     process.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     process.kill()
+                    process.wait()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,70 @@
+"""The one-command local stack: it starts everything, says where to look, and stops it all on Ctrl-C."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import psycopg
+import pytest
+
+from tests.flead_runs import REPO
+
+pytestmark = pytest.mark.integration
+
+
+def children_of(pid: int) -> set[int]:
+    found = set()
+    for line in subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout.splitlines():
+        child, parent = map(int, line.split())
+        if parent == pid:
+            found |= {child} | children_of(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_the_local_stack_runs_and_stops_everything_on_ctrl_c():
+    stack = subprocess.Popen(
+        [sys.executable, "-m", "deploy.local.stack"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "FLEAD_RATE": "2000"},
+    )
+    printed = ""
+    try:
+        for line in stack.stdout:
+            printed += line
+            if "Logs" in line:
+                break
+        assert "FLEAD is running" in printed, printed
+        url = re.search(r"PostgreSQL\s+(\S+)", printed)[1]
+        metrics = re.search(r"Metrics\s+(\S+)", printed)[1]
+        assert re.search(r"Kafka\s+127\.0\.0\.1:\d+", printed)
+        started = children_of(stack.pid)
+        deadline = time.monotonic() + 90
+        local_models = 0
+        while time.monotonic() < deadline and not local_models:
+            time.sleep(2)
+            with psycopg.connect(url) as conn:
+                local_models = conn.execute("SELECT count(*) FROM local_models").fetchone()[0]
+        assert local_models > 0, printed
+        with urllib.request.urlopen(metrics, timeout=5) as response:
+            assert b'flead_events_total{outcome="processed"}' in response.read()
+    finally:
+        stack.send_signal(signal.SIGINT)
+        stack.wait(timeout=120)
+    time.sleep(1)
+    assert not [pid for pid in started if alive(pid)], "the stack left processes behind"
