@@ -55,15 +55,30 @@ def flead_env(input_path: Path | str, out_dir: Path, **extra: str) -> dict[str, 
     return env
 
 
+_LAUNCHER = """
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+_, status, usage = os.wait4(child.pid, 0)
+sys.stderr.write(child.stderr.read().decode()[-2000:])
+print(usage.ru_maxrss * 1024, os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_measured(command: list[str], env: dict[str, str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of one child process."""
+    """Wall seconds and peak RSS (bytes) of one child process.
+
+    A small launcher process starts the child: a child forked straight from this (large)
+    process would report this process's peak as its own, since the peak survives ``exec``.
+    """
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
+    result = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, *command], cwd=REPO, env=env, capture_output=True, text=True
+    )
     seconds = time.perf_counter() - started
-    if status != 0:
-        raise RuntimeError(f"{' '.join(command)} failed: {process.stderr.read().decode()[-2000:]}")
-    return seconds, usage.ru_maxrss * 1024
+    rss, code = result.stdout.split()
+    if int(code) != 0:
+        raise RuntimeError(f"{' '.join(command)} failed: {result.stderr[-2000:]}")
+    return seconds, int(rss)
 
 
 def flead_replay(path: Path, processes: int) -> dict[str, Any]:
