@@ -3,38 +3,62 @@
     python -m bench.fleet --devices 2407 --rows 300000 --out fleet.jsonl --seed 7
 
 Each device reports every ``interval`` seconds with its own phase, so the file is in global
-timestamp order. A device has one to four fields (``--fields 1`` forces one) drawn from
-temperature (°C), CPU (%), latency (ms), pressure (Pa) and vibration (g), each a daily-like
-cycle plus noise. Anomalies are injected on one field of a device and labelled 1 while they
-last: ``spike`` (one reading), ``level_shift``, ``drift``, ``stuck`` (the sensor repeats
-itself) and ``noise_burst``. The same seed gives the same bytes.
+timestamp order from 2025-01-01T00:00:00Z. A device has one to four fields (``--fields 1``
+forces one) drawn from temperature (°C), CPU (%), latency (ms, log-normal), pressure (Pa) and
+vibration (g): a daily cycle, a faster workload cycle and noise, rounded like a sensor
+would. Anomalies hit one field of a device and label its rows 1 while they last: ``spike``
+(one reading), ``level_shift``, ``drift``, ``stuck`` (the sensor repeats itself) and
+``noise_burst``. The same seed gives the same bytes.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import orjson
 
 ANOMALY_KINDS = ("spike", "level_shift", "drift", "stuck", "noise_burst")
-
-# name, level, cycle amplitude, noise std — a field's scale
-FIELD_KINDS = (
-    ("temperature", 55.0, 8.0, 0.6),
-    ("cpu", 40.0, 15.0, 3.0),
-    ("latency_ms", 120.0, 40.0, 12.0),
-    ("pressure", 101_325.0, 300.0, 40.0),
-    ("vibration", 0.2, 0.05, 0.01),
-)
-
 START = np.datetime64("2025-01-01T00:00:00", "ms")
+DAY_SECONDS = 86_400.0
+
+
+@dataclass(frozen=True)
+class FieldKind:
+    """Ranges a device's field draws its parameters from.
+
+    With ``log`` the level, cycles and noise are in natural-log units and the signal is
+    exponentiated at the end (latency is multiplicative: a slow service is slow by a factor).
+    """
+
+    name: str
+    level: tuple[float, float]
+    daily: tuple[float, float]
+    """Amplitude of the 24-hour cycle."""
+    workload: tuple[float, float]
+    """Amplitude of a 20-minute-to-3-hour cycle, so that short files see seasonality too."""
+    noise: tuple[float, float]
+    decimals: int
+    bounds: tuple[float, float] = (-math.inf, math.inf)
+    log: bool = False
+
+
+FIELD_KINDS = (
+    FieldKind("temperature", (25.0, 75.0), (2.0, 8.0), (0.5, 2.0), (0.2, 0.8), 2),
+    FieldKind("cpu", (10.0, 70.0), (5.0, 20.0), (2.0, 8.0), (2.0, 6.0), 1, (0.0, 100.0)),
+    FieldKind(
+        "latency_ms", (math.log(5.0), math.log(1500.0)), (0.1, 0.4), (0.05, 0.2), (0.05, 0.2), 1, (1.0, 5000.0), True
+    ),
+    FieldKind("pressure", (99_000.0, 103_000.0), (100.0, 400.0), (20.0, 80.0), (10.0, 50.0), 1),
+    FieldKind("vibration", (0.05, 0.5), (0.005, 0.02), (0.005, 0.02), (0.002, 0.01), 4, (0.0, math.inf)),
+)
+FIELD_COUNT_P = (0.55, 0.25, 0.12, 0.08)
+"""How often a device has 1, 2, 3 or 4 fields."""
 
 
 @dataclass
@@ -44,125 +68,164 @@ class FleetStats:
     fields: int
     anomalous_records: int
     events: dict[str, int]
+    """Anomalies injected, by kind."""
+    anomalous_rows: dict[str, int]
+    """Rows labelled 1 by kind (a row two anomalies overlap on counts for both)."""
+    bytes: int
     seconds: float
 
 
 def generate_fleet(
-    path: Path,
+    path: Path | str,
     devices: int = 2407,
     rows: int = 300_000,
     seed: int = 7,
     interval: float = 10.0,
     fields: int | None = None,
     anomaly_rate: float = 0.001,
+    rows_per_device: int | None = None,
 ) -> FleetStats:
-    """Write about ``rows`` records (whole time steps of every device) to ``path``."""
+    """Write ``rows_per_device`` readings of every device to ``path``.
+
+    Without ``rows_per_device``, about ``rows`` records in all (rounded up to whole time
+    steps of every device). ``anomaly_rate`` is anomalies started per device per reading;
+    at the default about 3 % of the rows are anomalous.
+    """
+    if devices < 1:
+        raise ValueError(f"devices must be at least 1, got {devices}")
     if fields is not None and not 1 <= fields <= len(FIELD_KINDS):
         raise ValueError(f"fields must be between 1 and {len(FIELD_KINDS)}, got {fields}")
     started = time.perf_counter()
+    path = Path(path)
     rng = np.random.default_rng(seed)
-    steps = max(1, math.ceil(rows / devices))
-    field_counts = (
-        np.full(devices, fields) if fields else rng.choice([1, 2, 3, 4], size=devices, p=[0.55, 0.25, 0.12, 0.08])
-    )
-    phase = rng.uniform(0, interval, devices)
-    order = np.argsort(phase)
-    names = [f"device_{i:06d}" for i in range(devices)]
-    kinds = [rng.choice(len(FIELD_KINDS), size=n, replace=False) for n in field_counts]
-    columns = [(d, k) for d in range(devices) for k in kinds[d]]  # one column per (device, field)
-    level = np.array([FIELD_KINDS[k][1] for _, k in columns]) * rng.uniform(0.8, 1.2, len(columns))
-    amplitude = np.array([FIELD_KINDS[k][2] for _, k in columns])
-    noise = np.array([FIELD_KINDS[k][3] for _, k in columns])
-    period = rng.uniform(300, 1500, len(columns))  # steps per cycle
-    cycle_phase = rng.uniform(0, 2 * math.pi, len(columns))
-    t = np.arange(steps)[:, None]
-    values = (
-        level
-        + amplitude * np.sin(2 * math.pi * t / period + cycle_phase)
-        + rng.normal(0, 1, (steps, len(columns))) * noise
-    )
+    steps = rows_per_device if rows_per_device is not None else max(1, math.ceil(rows / devices))
+    counts = np.full(devices, fields) if fields else rng.choice([1, 2, 3, 4], size=devices, p=FIELD_COUNT_P)
+    kinds = [rng.choice(len(FIELD_KINDS), size=n, replace=False) for n in counts]
+    device_columns = np.split(np.arange(int(counts.sum())), np.cumsum(counts)[:-1])
+    column_kinds = [FIELD_KINDS[k] for device_kinds in kinds for k in device_kinds]
+    column_device = np.repeat(np.arange(devices), counts)
+
+    seconds = np.arange(steps)[:, None] * interval
+    values, scale = _signals(rng, column_kinds, seconds)
     labels = np.zeros((steps, devices), dtype=np.int8)
-    events = Counter()
-    column_of_device = _columns_by_device(columns, devices)
-    expected_events = anomaly_rate * steps * devices
-    for _ in range(rng.poisson(expected_events)):
-        device = int(rng.integers(devices))
-        column = int(rng.choice(column_of_device[device]))
+    events: Counter[str] = Counter()
+    rows_by_kind: Counter[str] = Counter()
+    for _ in range(rng.poisson(anomaly_rate * steps * devices)):
+        column = int(rng.integers(len(column_kinds)))
         kind = ANOMALY_KINDS[int(rng.integers(len(ANOMALY_KINDS)))]
         length = 1 if kind == "spike" else int(rng.integers(15, 60))
-        start = int(rng.integers(0, max(1, steps - length)))
+        start = int(rng.integers(0, max(1, steps - length + 1)))
         end = min(steps, start + length)
-        span = values[start:end, column]
-        scale = noise[column] + amplitude[column]
-        if kind == "spike":
-            span += rng.choice([-1, 1]) * scale * rng.uniform(4, 8)
-        elif kind == "level_shift":
-            span += rng.choice([-1, 1]) * scale * rng.uniform(1.5, 3)
-        elif kind == "drift":
-            span += rng.choice([-1, 1]) * scale * np.linspace(0, rng.uniform(2, 4), end - start)
-        elif kind == "stuck":
-            span[:] = span[0]
-        else:
-            span += rng.normal(0, noise[column] * 8, end - start)
-        labels[start:end, device] = 1
+        _inject(rng, kind, values[start:end, column], scale[column])
+        labels[start:end, column_device[column]] = 1
         events[kind] += 1
+        rows_by_kind[kind] += end - start
+    values = _to_readings(values, column_kinds)
 
-    offsets_ms = np.round((np.arange(steps)[:, None] * interval + phase[order][None, :]) * 1000).astype(np.int64)
-    stamps = START + offsets_ms.astype("timedelta64[ms]")
-    field_names = [FIELD_KINDS[k][0] for _, k in columns]
+    phase = np.sort(rng.uniform(0, interval, devices))  # ascending, so each step's rows are in time order
+    order = rng.permutation(devices)  # which device has which phase
+    stamps = START + np.round((seconds + phase) * 1000).astype(np.int64).astype("timedelta64[ms]")
+    names = [f"device_{d}" for d in range(devices)]
+    field_names = [kind.name for kind in column_kinds]
     with path.open("wb") as out:
         for step in range(steps):
             iso = np.datetime_as_string(stamps[step], unit="ms")
             row = values[step].tolist()
+            step_labels = labels[step].tolist()
             lines = []
-            for position, device in enumerate(order):
-                device_columns = column_of_device[device]
-                if len(device_columns) == 1:
-                    data: float | dict[str, float] = row[device_columns[0]]
-                else:
-                    data = {field_names[c]: row[c] for c in device_columns}
-                lines.append(
-                    orjson.dumps(
-                        {
-                            "device_id": names[device],
-                            "timestamp": f"{iso[position]}Z",
-                            "data": data,
-                            "label": int(labels[step, device]),
-                        },
-                        option=orjson.OPT_APPEND_NEWLINE,
-                    )
-                )
+            for position, device in enumerate(order.tolist()):
+                label = step_labels[device]
+                columns = device_columns[device]
+                data = row[columns[0]] if len(columns) == 1 else {field_names[c]: row[c] for c in columns}
+                record = {"device_id": names[device], "timestamp": f"{iso[position]}Z", "data": data, "label": label}
+                lines.append(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
             out.write(b"".join(lines))
     return FleetStats(
         records=steps * devices,
         devices=devices,
-        fields=len(columns),
+        fields=len(column_kinds),
         anomalous_records=int(labels.sum()),
-        events=dict(sorted(events.items())),
+        events={kind: events[kind] for kind in ANOMALY_KINDS},
+        anomalous_rows={kind: rows_by_kind[kind] for kind in ANOMALY_KINDS},
+        bytes=path.stat().st_size,
         seconds=time.perf_counter() - started,
     )
 
 
-def _columns_by_device(columns: list[tuple[int, int]], devices: int) -> list[list[int]]:
-    by_device: list[list[int]] = [[] for _ in range(devices)]
-    for column, (device, _) in enumerate(columns):
-        by_device[device].append(column)
-    return by_device
+def _signals(rng: np.random.Generator, kinds: list[FieldKind], seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Clean signals (steps × columns, log units where the kind says so) and each column's anomaly scale."""
+
+    def draw(ranges: list[tuple[float, float]]) -> np.ndarray:
+        low, high = np.array(ranges).T
+        return rng.uniform(low, high)
+
+    level = draw([k.level for k in kinds])
+    daily = draw([k.daily for k in kinds])
+    workload = draw([k.workload for k in kinds])
+    noise = draw([k.noise for k in kinds])
+    workload_period = rng.uniform(1200.0, 10_800.0, len(kinds))
+    daily_phase, workload_phase = rng.uniform(0, 2 * math.pi, (2, len(kinds)))
+    values = (
+        level
+        + daily * np.sin(2 * math.pi * seconds / DAY_SECONDS + daily_phase)
+        + workload * np.sin(2 * math.pi * seconds / workload_period + workload_phase)
+        + noise * rng.standard_normal((len(seconds), len(kinds)))
+    )
+    # What a reading normally wanders by over a rolling window: the size anomalies are measured in.
+    return values, noise + workload
+
+
+def _inject(rng: np.random.Generator, kind: str, span: np.ndarray, scale: float) -> None:
+    """Change ``span`` (a view of one column's rows) in place into an anomaly of ``kind``."""
+    sign = rng.choice([-1.0, 1.0])
+    if kind == "spike":
+        span += sign * scale * rng.uniform(4, 8)
+    elif kind == "level_shift":
+        span += sign * scale * rng.uniform(1.5, 3)
+    elif kind == "drift":
+        span += sign * scale * np.linspace(0, rng.uniform(2, 4), len(span))
+    elif kind == "stuck":
+        span[:] = span[0]
+    else:  # noise_burst
+        span += rng.normal(0, scale * rng.uniform(2, 4), len(span))
+
+
+def _to_readings(values: np.ndarray, kinds: list[FieldKind]) -> np.ndarray:
+    """Out of log units, into each kind's bounds, rounded to each kind's decimals."""
+    log = np.array([k.log for k in kinds])
+    values = np.where(log, np.exp(np.minimum(values, 50.0)), values)
+    low, high = np.array([k.bounds for k in kinds]).T
+    values = np.clip(values, low, high)
+    factor = 10.0 ** np.array([k.decimals for k in kinds])
+    return np.round(values * factor) / factor
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--devices", type=int, default=2407)
-    parser.add_argument("--rows", type=int, default=300_000, help="records, rounded up to whole time steps")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--rows", type=int, default=300_000, help="records in all, rounded up to whole time steps")
+    size.add_argument("--rows-per-device", type=int, help="readings of each device")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between a device's readings")
-    parser.add_argument("--fields", type=int, default=None, help="exactly this many fields per device")
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--fields", type=int, help=f"exactly this many fields per device (1 to {len(FIELD_KINDS)})")
+    parser.add_argument("--anomaly-rate", type=float, default=0.001, help="anomalies started per reading")
     args = parser.parse_args(argv)
-    if not 1 <= args.devices <= 1_000_000:
-        parser.error("--devices must be between 1 and 1,000,000")
-    stats = generate_fleet(args.out, args.devices, args.rows, args.seed, args.interval, args.fields)
-    print(orjson.dumps(stats.__dict__).decode(), file=sys.stdout)
+    try:
+        stats = generate_fleet(
+            args.out,
+            devices=args.devices,
+            rows=args.rows,
+            seed=args.seed,
+            interval=args.interval,
+            fields=args.fields,
+            anomaly_rate=args.anomaly_rate,
+            rows_per_device=args.rows_per_device,
+        )
+    except ValueError as error:
+        parser.error(str(error))
+    print(orjson.dumps(asdict(stats)).decode())
 
 
 if __name__ == "__main__":

@@ -1,139 +1,135 @@
-"""FLEAD's per-device logic as a PyFlink job with keyed state, the Flink way to write it.
+"""FLEAD's per-device logic as a PyFlink DataStream job with keyed state, the Flink way to write it.
 
-    bash bench/references/setup_pyflink.sh
-    bench/.venv-flink/bin/python -m bench.references.pyflink_job fleet.jsonl 1
+    bash bench/references/setup_pyflink.sh                         # once: bench/.venv-flink
+    python -m bench.references.pyflink_job fleet.jsonl 2            # parallelism 2
 
-A ``FileSource`` of lines, ``key_by(device_id)``, a ``KeyedProcessFunction`` whose
-``ValueState`` holds the device (its windows and River model, the same logic as
-``river_loop.Device``) and emits a local update each round, and a second keyed function on
-one key that averages every 20 updates. The global model does not flow back to the devices:
-a DataStream job has no cycle without an external topic, so this reference does slightly
-less work than FLEAD. Prints one JSON line: records/s over the job's run time with the
-job's start-up (measured on a one-line file) taken off.
+Run from FLEAD's venv it starts the job in the PyFlink venv as a child process; run from the
+PyFlink venv it runs the job itself. Either way it prints one JSON line.
+
+The job: a ``FileSource`` of text lines, ``key_by(device_id)``, a ``KeyedProcessFunction``
+whose ``ValueState`` holds the device (``device_logic.Device``, the same code as the River
+loop: windows, features, River model, rounds) and emits a local update at the end of each
+round, then ``key_by`` one constant key into a second ``KeyedProcessFunction`` whose
+``ValueState`` holds FedAvg. The global model does not flow back to the devices: that needs
+a cycle, which the DataStream API no longer has (iterations were removed in Flink 2.0) short
+of an external topic, so this job does a little less than FLEAD and the River loop (no
+global model loaded at a round's start, no global score per reading).
+
+Times reported:
+
+- ``wall_seconds``: the child process from start to exit, JVM and mini-cluster start included
+  (only when started from FLEAD's venv);
+- ``job_seconds``: ``env.execute()``, from job submission to its end;
+- ``seconds``: from the first reading a device function saw to the last one it finished,
+  over all subtasks, from timestamps taken inside the job: start-up and tear-down excluded.
+  ``records_per_second`` is over these.
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from pyflink.common import Types, WatermarkStrategy
-from pyflink.datastream import RuntimeExecutionMode, StreamExecutionEnvironment
-from pyflink.datastream.connectors.file_system import FileSource, StreamFormat
-from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
-from pyflink.datastream.state import ValueStateDescriptor
-
-
-class DeviceFunction(KeyedProcessFunction):
-    def open(self, runtime_context: RuntimeContext) -> None:
-        self.device = runtime_context.get_state(ValueStateDescriptor("device", Types.PICKLED_BYTE_ARRAY()))
-
-    def process_element(self, value, ctx):
-        import math
-        from datetime import datetime
-
-        import orjson
-
-        from bench.references.river_loop import ROUND_ROWS, ROUND_SECONDS, Z_WARNING, Device, Field
-
-        message = orjson.loads(value)
-        device = self.device.value() or Device()
-        timestamp = datetime.fromisoformat(message["timestamp"]).timestamp()
-        if device.rows == 0:
-            device.round_start = timestamp
-        data = message["data"]
-        zs = []
-        features = {"z_change": 0.0, "level_shift": 0.0, "spread_ratio": 0.0, "flat": 0.0}
-        for name, x in data.items() if isinstance(data, dict) else (("value", data),):
-            state = device.fields.get(name)
-            if state is None:
-                state = device.fields[name] = Field()
-            z, dz, gap, short_std, long_std = state.push(x)
-            zs.append(abs(z))
-            features["z_change"] = max(features["z_change"], abs(dz))
-            if long_std > 0:
-                features["level_shift"] = max(features["level_shift"], gap / long_std)
-                if short_std > 0:
-                    features["spread_ratio"] = max(features["spread_ratio"], math.log(short_std / long_std))
-            if short_std == 0:
-                features["flat"] = 1.0
-        features["abs_z"] = min(max(zs), 10.0)
-        features["abs_z_mean"] = min(sum(zs) / len(zs), 10.0)
-        device.model.predict_proba_one(features)
-        label = message.get("label")
-        device.model.learn_one(features, bool(label if label is not None else features["abs_z"] >= Z_WARNING))
-        device.rows += 1
-        if device.rows >= ROUND_ROWS or timestamp - device.round_start >= ROUND_SECONDS:
-            yield json.dumps([message["device_id"], device.model.weights, device.model.intercept, device.rows])
-            device.rows = 0
-        self.device.update(device)
+REPO = Path(__file__).resolve().parents[2]
+FLINK_PYTHON = REPO / "bench" / ".venv-flink" / "bin" / "python"
+STATE_CACHE_SIZE = 10_000
+"""Keyed states the Python worker keeps deserialized (Flink's default is 1,000): room for every device."""
 
 
-class FedAvgFunction(KeyedProcessFunction):
-    def open(self, runtime_context: RuntimeContext) -> None:
-        self.latest = runtime_context.get_state(ValueStateDescriptor("latest", Types.PICKLED_BYTE_ARRAY()))
-
-    def process_element(self, value, ctx):
-        from bench.references.river_loop import FEDAVG_EVERY
-
-        device_id, weights, intercept, n = json.loads(value)
-        latest, pending, version = self.latest.value() or ({}, 0, 0)
-        latest[device_id] = (weights, intercept, n)
-        pending += 1
-        if pending >= FEDAVG_EVERY:
-            total = sum(k for _, _, k in latest.values())
-            names = {name for w, _, _ in latest.values() for name in w}
-            averaged = {name: sum(w.get(name, 0.0) * k for w, _, k in latest.values()) / total for name in names}
-            version += 1
-            yield json.dumps({"version": version, "weights": averaged})
-            latest, pending = {}, 0
-        self.latest.update((latest, pending, version))
+def run(path: Path | str, parallelism: int = 1) -> dict[str, Any]:
+    """Run the job in the PyFlink venv; its result plus ``wall_seconds`` of the whole child process."""
+    if not FLINK_PYTHON.exists():
+        raise FileNotFoundError(f"{FLINK_PYTHON} is missing: run bash bench/references/setup_pyflink.sh")
+    command = [str(FLINK_PYTHON), "-m", "bench.references.pyflink_job", str(path), str(parallelism)]
+    started = time.perf_counter()
+    child = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    if child.returncode != 0:
+        raise RuntimeError(f"the PyFlink job failed ({child.returncode}):\n{child.stderr[-3000:]}")
+    result = json.loads(child.stdout.strip().splitlines()[-1])
+    result["wall_seconds"] = wall
+    result["records_per_second_with_start_up"] = result["records"] / wall
+    return result
 
 
-def run_job(path: Path, parallelism: int) -> float:
-    env = StreamExecutionEnvironment.get_execution_environment()
+def run_job(path: Path, parallelism: int) -> dict[str, Any]:
+    """Run the job in this process (the PyFlink venv) and gather what its functions measured."""
+    from pyflink.common import Configuration, Types, WatermarkStrategy
+    from pyflink.datastream import RuntimeExecutionMode, StreamExecutionEnvironment
+    from pyflink.datastream.connectors.file_system import FileSource, StreamFormat
+
+    from bench.references.pyflink_functions import DeviceFunction, FedAvgFunction, device_id
+
+    config = Configuration()
+    config.set_string("python.state.cache-size", str(STATE_CACHE_SIZE))
+    env = StreamExecutionEnvironment.get_execution_environment(config)
     env.set_runtime_mode(RuntimeExecutionMode.STREAMING)
     env.set_parallelism(parallelism)
-    env.set_python_executable(sys.executable)  # the UDF workers use this venv, not the first python on PATH
-    env.add_python_file(str(Path(__file__).resolve().parents[2] / "bench"))
-    source = FileSource.for_record_stream_format(StreamFormat.text_line_format(), str(path)).build()
-    lines = env.from_source(source, WatermarkStrategy.no_watermarks(), "fleet")
-    keyed = lines.key_by(lambda line: json.loads(line)["device_id"], key_type=Types.STRING())
-    updates = keyed.process(DeviceFunction(), output_type=Types.STRING())
-    models = updates.key_by(lambda _: "federation", key_type=Types.STRING()).process(
-        FedAvgFunction(), output_type=Types.STRING()
-    )
-    models.filter(lambda _: False).print()
-    started = time.perf_counter()
-    env.execute("flead-reference")
-    return time.perf_counter() - started
-
-
-def main() -> None:
-    path, parallelism = Path(sys.argv[1]).resolve(), int(sys.argv[2]) if len(sys.argv) > 2 else 1
-    records = sum(1 for _ in path.open("rb"))
-    with tempfile.NamedTemporaryFile("wb", suffix=".jsonl") as tiny:
-        with path.open("rb") as source:
-            tiny.write(source.readline())
-        tiny.flush()
-        start_up = run_job(Path(tiny.name), parallelism)
-    seconds = run_job(path, parallelism)
-    work = max(seconds - start_up, 1e-9)
-    print(
-        json.dumps(
-            {
-                "records": records,
-                "parallelism": parallelism,
-                "seconds": seconds,
-                "start_up_seconds": start_up,
-                "records_per_second": records / work,
-                "records_per_second_with_start_up": records / seconds,
-            }
+    env.set_python_executable(sys.executable)  # the workers run in this venv, not the first python on PATH
+    with tempfile.TemporaryDirectory(prefix="flead-pyflink-") as work:
+        env.add_python_file(str(_ship_bench_package(Path(work))))
+        stats_dir = Path(work) / "stats"
+        stats_dir.mkdir()
+        source = FileSource.for_record_stream_format(StreamFormat.text_line_format(), str(path)).build()
+        lines = env.from_source(source, WatermarkStrategy.no_watermarks(), "fleet")
+        updates = lines.key_by(device_id, key_type=Types.STRING()).process(
+            DeviceFunction(str(stats_dir)), output_type=Types.PICKLED_BYTE_ARRAY()
         )
-    )
+        federation = updates.key_by(lambda _: "fleet", key_type=Types.STRING()).process(
+            FedAvgFunction(str(stats_dir)), output_type=Types.PICKLED_BYTE_ARRAY()
+        )
+        federation.print()  # a job needs a sink; FedAvg sends nothing to it
+        started = time.perf_counter()
+        env.execute(f"flead-reference-p{parallelism}")
+        job_seconds = time.perf_counter() - started
+        stats = [json.loads(f.read_text()) for f in sorted(stats_dir.glob("*.json"))]
+    devices = [s for s in stats if s["function"] == "device" and s["records"]]
+    fedavg = [s for s in stats if s["function"] == "fedavg"]
+    records = sum(s["records"] for s in devices)
+    seconds = max(s["last"] for s in devices) - min(s["first"] for s in devices)
+    return {
+        "records": records,
+        "parallelism": parallelism,
+        "seconds": seconds,
+        "records_per_second": records / seconds,
+        "job_seconds": job_seconds,
+        "records_per_second_of_job": records / job_seconds,
+        "anomalies": sum(s["flagged"] for s in devices),
+        "local_updates": sum(s["updates"] for s in devices),
+        "global_versions": sum(s["versions"] for s in fedavg),
+        "subtasks": stats,
+    }
+
+
+def _ship_bench_package(work: Path) -> Path:
+    """A copy of just the modules the workers import (the real ``bench/`` holds the PyFlink venv)."""
+    package = work / "bench"
+    (package / "references").mkdir(parents=True)
+    for name in ("__init__.py", "references/__init__.py", "references/device_logic.py"):
+        shutil.copy(REPO / "bench" / name, package / name)
+    shutil.copy(Path(__file__).with_name("pyflink_functions.py"), package / "references" / "pyflink_functions.py")
+    return package
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("fleet", type=Path, help="a JSON Lines fleet from bench.fleet")
+    parser.add_argument("parallelism", nargs="?", type=int, default=1)
+    args = parser.parse_args(argv)
+    path = args.fleet.resolve()
+    if importlib.util.find_spec("pyflink") is None:
+        result = run(path, args.parallelism)
+    else:
+        result = run_job(path, args.parallelism)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
