@@ -1,20 +1,23 @@
 """Offline checks of deploy/: everything parses, has what it must, is pinned and runs as non-root.
 
 The manifests are written in JSON syntax (which is YAML) so that these tests need no YAML
-library. No Docker engine runs here, so images are neither built nor pulled.
+library. No Docker engine or cluster runs here, so images are neither built nor pulled and
+nothing is applied: the checks are what can be read from the files.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from dataflows.config import SETTINGS
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
 KNOWN_SETTINGS = {setting.name for setting in SETTINGS}
 
 
@@ -24,8 +27,33 @@ def load(path: Path) -> dict:
 
 K8S = {load(path)["kind"]: load(path) for path in sorted((DEPLOY / "k8s").glob("*.yaml"))}
 COMPOSE = load(DEPLOY / "compose.yaml")
+SERVICES = COMPOSE["services"]
+PROCESSES = sorted((name for name in SERVICES if re.fullmatch(r"flead-\d+", name)), key=lambda n: int(n[6:]))
 STATEFULSET = K8S.get("StatefulSet", {})
 POD = STATEFULSET.get("spec", {}).get("template", {}).get("spec", {})
+CONTAINER = POD.get("containers", [{}])[0]
+DOCKERFILE = (DEPLOY / "Dockerfile").read_text()
+# Every file that configures the deployment (and may name FLEAD settings).
+DEPLOYMENT_FILES = [
+    DEPLOY / "Dockerfile",
+    DEPLOY / "compose.yaml",
+    *sorted((DEPLOY / "k8s").glob("*.yaml")),
+    *sorted((DEPLOY / "prometheus").glob("*")),
+    *sorted((DEPLOY / "compose").rglob("*.*")),
+    *sorted((REPO / "grafana" / "provisioning").rglob("*.yaml")),
+]
+
+
+def env_of(container: dict) -> dict[str, dict]:
+    return {item["name"]: item for item in container.get("env", [])}
+
+
+def compose_default(value: str) -> str:
+    """The value of ``${NAME:-default}`` when NAME is not set."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
+
+
+# --- Kubernetes ----------------------------------------------------------------------------
 
 
 def test_every_kubernetes_manifest_parses_and_the_expected_kinds_are_there():
@@ -40,119 +68,246 @@ def test_every_kubernetes_manifest_parses_and_the_expected_kinds_are_there():
         "StatefulSet",
         "NetworkPolicy",
     }
-    assert all(doc["apiVersion"] and doc["metadata"]["name"] for doc in K8S.values())
+    namespace = K8S["Namespace"]["metadata"]["name"]
+    for kind, doc in K8S.items():
+        assert doc["apiVersion"] and doc["metadata"]["name"], kind
+        if kind != "Namespace":
+            assert doc["metadata"]["namespace"] == namespace, kind
+    assert K8S["Namespace"]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
 def test_the_statefulset_lets_bytewax_processes_find_each_other():
     service = K8S["Service"]
     assert service["spec"]["clusterIP"] == "None"  # headless: one DNS name per pod
+    assert service["spec"]["publishNotReadyAddresses"] is True  # peers resolve before they are ready
     assert STATEFULSET["spec"]["serviceName"] == service["metadata"]["name"]
-    env = {item["name"]: item for item in POD["containers"][0]["env"]}
+    assert STATEFULSET["spec"]["podManagementPolicy"] == "Parallel"  # all processes start together
+    selector = STATEFULSET["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= STATEFULSET["spec"]["template"]["metadata"]["labels"].items()
+    assert service["spec"]["selector"] == selector
+    env = env_of(CONTAINER)
+    # bytewax.run: process id = BYTEWAX_POD_NAME without "BYTEWAX_STATEFULSET_NAME-"
     assert env["BYTEWAX_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert env["BYTEWAX_STATEFULSET_NAME"]["value"] == STATEFULSET["metadata"]["name"]
+    assert "-i" not in CONTAINER["args"] and "-a" not in CONTAINER["args"]
+    # the init container writes one address per replica, pod.service.namespace, into the hostfile
+    init = POD["initContainers"][0]
     hostfile = env["BYTEWAX_HOSTFILE_PATH"]["value"]
-    init = " ".join(POD["initContainers"][0]["command"])
-    assert hostfile in init and f".{service['metadata']['name']}." in init  # writes one address per pod
+    script = " ".join(init["command"])
+    assert hostfile in script
+    dns = f"{STATEFULSET['metadata']['name']}-$i.{service['metadata']['name']}.{service['metadata']['namespace']}.svc"
+    assert dns in script
+    assert int(env_of(init)["BYTEWAX_REPLICAS"]["value"]) == STATEFULSET["spec"]["replicas"]
+    mount = {m["name"]: m["mountPath"] for m in init["volumeMounts"]}
+    shared = {m["name"]: m["mountPath"] for m in CONTAINER["volumeMounts"]}
+    assert any(hostfile.startswith(path + "/") and shared.get(name) == path for name, path in mount.items())
+    port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "workers")
+    assert f":{port}" in script
+    assert {"containerPort": port, "name": "workers"} in CONTAINER["ports"]
 
 
 def test_recovery_state_lives_on_a_volume_per_process():
     claims = [claim["metadata"]["name"] for claim in STATEFULSET["spec"]["volumeClaimTemplates"]]
-    args = POD["containers"][0]["args"]
-    mounts = {m["name"]: m["mountPath"] for m in POD["containers"][0]["volumeMounts"]}
-    assert args[args.index("-r") + 1].startswith(mounts[claims[0]])
+    args = CONTAINER["args"]
+    mounts = {m["name"]: m["mountPath"] for m in CONTAINER["volumeMounts"]}
+    recovery = args[args.index("-r") + 1]
+    assert recovery.startswith(mounts[claims[0]])
+    assert {"-s", "-b"} <= set(args)  # bytewax.run needs both with -r
+    init = " ".join(POD["initContainers"][0]["command"])
+    assert f"bytewax.recovery {recovery}" in init  # initialised once, on the volume
 
 
 def test_configuration_and_secrets_come_from_a_configmap_and_a_secret():
-    sources = POD["containers"][0]["envFrom"]
+    sources = CONTAINER["envFrom"]
     assert {"configMapRef": {"name": K8S["ConfigMap"]["metadata"]["name"]}} in sources
     assert {"secretRef": {"name": K8S["Secret"]["metadata"]["name"]}} in sources
-    assert "FLEAD_DATABASE_URL" in K8S["Secret"]["stringData"]
-    assert not any("password" in value.lower() for value in K8S["ConfigMap"]["data"].values())
+    secret, config = K8S["Secret"]["stringData"], K8S["ConfigMap"]["data"]
+    assert {"FLEAD_DATABASE_URL", "FLEAD_KAFKA_CONFIG"} <= set(secret)
+    assert not set(secret) & set(config)
+    assert not any(re.search(r"password|secret|token|://[^/]*:[^/]*@", value, re.I) for value in config.values())
+    assert not any(item["name"].startswith("FLEAD_") for item in CONTAINER["env"])  # settings: ConfigMap only
 
 
 def test_probes_resources_and_scrape_annotations():
-    container = POD["containers"][0]
-    assert {"startupProbe", "livenessProbe", "readinessProbe"} <= set(container)
-    assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+    assert {"startupProbe", "livenessProbe", "readinessProbe"} <= set(CONTAINER)
+    for container in POD["containers"] + POD["initContainers"]:
+        assert {"cpu", "memory"} <= set(container["resources"]["requests"]), container["name"]
+        assert "memory" in container["resources"]["limits"], container["name"]
     annotations = STATEFULSET["spec"]["template"]["metadata"]["annotations"]
+    env = env_of(CONTAINER)
     assert annotations["prometheus.io/scrape"] == "true"
-    env = {item["name"]: item.get("value") for item in container["env"]}
-    assert annotations["prometheus.io/port"] == env["BYTEWAX_DATAFLOW_API_PORT"]
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert annotations["prometheus.io/port"] == env["BYTEWAX_DATAFLOW_API_PORT"]["value"]
+    assert "BYTEWAX_DATAFLOW_API_ENABLED" in env
+    api = {p["name"]: p["containerPort"] for p in CONTAINER["ports"]}["api"]
+    assert str(api) == annotations["prometheus.io/port"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert CONTAINER[probe]["httpGet"] == {"path": "/metrics", "port": "api"}
 
 
 def test_network_policy_and_least_privilege_rbac():
     policy = K8S["NetworkPolicy"]["spec"]
     assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
+    assert policy["podSelector"]["matchLabels"] == STATEFULSET["spec"]["selector"]["matchLabels"]
+    ingress_ports = {port["port"] for rule in policy["ingress"] for port in rule["ports"]}
+    assert ingress_ports == {9999, 3030}  # workers from each other, /metrics for Prometheus
+    egress_ports = {port["port"] for rule in policy["egress"] for port in rule["ports"]}
+    assert {9999, 9092, 5432, 53} == egress_ports
     assert K8S["Role"]["rules"] == []  # the dataflow needs nothing from the Kubernetes API
+    binding = K8S["RoleBinding"]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "flead"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "flead", "namespace": "flead"}]
     assert K8S["ServiceAccount"]["automountServiceAccountToken"] is False
+    assert POD["automountServiceAccountToken"] is False
     assert POD["serviceAccountName"] == K8S["ServiceAccount"]["metadata"]["name"]
 
 
+# --- settings, images, users ---------------------------------------------------------------
+
+
 def flead_variables() -> list[tuple[str, str]]:
-    found = []
-    for kind, doc in K8S.items():
-        found += [(kind, name) for name in doc.get("data", {}) | doc.get("stringData", {})]
-    for container in POD["containers"] + POD["initContainers"]:
-        found += [("StatefulSet", item["name"]) for item in container.get("env", [])]
-    for name, service in COMPOSE["services"].items():
-        found += [(f"compose {name}", variable) for variable in service.get("environment", {})]
-    dockerfile = (DEPLOY / "Dockerfile").read_text()
-    found += [("Dockerfile", variable) for variable in re.findall(r"\b(FLEAD_[A-Z_]+)=", dockerfile)]
-    return [(where, name) for where, name in found if name.startswith("FLEAD_")]
+    """Every FLEAD_* name in any deployment file: set, substituted or merely mentioned."""
+    return sorted(
+        {
+            (str(path.relative_to(REPO)), name)
+            for path in DEPLOYMENT_FILES
+            for name in re.findall(r"\b(FLEAD_[A-Z0-9_]+)", path.read_text())
+        }
+    )
+
+
+def test_the_manifests_set_flead_settings_at_all():
+    names = {name for _, name in flead_variables()}
+    assert {"FLEAD_INPUT", "FLEAD_KAFKA_BROKERS", "FLEAD_DATABASE_URL", "FLEAD_OUT_DIR"} <= names
 
 
 @pytest.mark.parametrize(("where", "variable"), flead_variables())
-def test_every_flead_variable_a_manifest_sets_is_one_the_dataflow_reads(where, variable):
-    grafana_only = {
-        "FLEAD_DB_HOST",
-        "FLEAD_DB_PORT",
-        "FLEAD_DB_USER",
-        "FLEAD_DB_NAME",
-        "FLEAD_DB_SSLMODE",
-        "FLEAD_DB_PASSWORD",
-        "FLEAD_PROMETHEUS_URL",
-    }  # read by grafana's provisioning, not FLEAD
-    if where == "compose grafana":
-        assert variable in grafana_only
-    else:
-        assert variable in KNOWN_SETTINGS, f"{where} sets {variable}, which FLEAD does not read"
+def test_every_flead_variable_a_manifest_names_is_one_the_dataflow_reads(where, variable):
+    assert variable in KNOWN_SETTINGS, f"{where} names {variable}, which FLEAD does not read"
+
+
+def dockerfile_images() -> list[str]:
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)", DOCKERFILE, re.M))
+    images = re.findall(r"^FROM (\S+)", DOCKERFILE, re.M)
+    return [re.sub(r"\$\{(\w+)\}", lambda m: args[m[1]], image) for image in images]
 
 
 def images() -> list[tuple[str, str]]:
-    found = [(f"compose {name}", service["image"]) for name, service in COMPOSE["services"].items()]
-    found += [(c["name"], c["image"]) for c in POD["containers"] + POD["initContainers"]]
-    found += [
-        ("Dockerfile", line.split()[1])
-        for line in (DEPLOY / "Dockerfile").read_text().splitlines()
-        if line.startswith("FROM ")
-    ]
+    found = [(f"compose {name}", service["image"]) for name, service in SERVICES.items()]
+    found += [(f"k8s {c['name']}", c["image"]) for c in POD["containers"] + POD["initContainers"]]
+    found += [("Dockerfile", image) for image in dockerfile_images()]
     return found
 
 
 @pytest.mark.parametrize(("where", "image"), images())
 def test_every_image_is_pinned_to_a_version(where, image):
-    name, _, tag = image.rpartition("@")[0].rpartition(":") if "@" in image else image.rpartition(":")
-    assert name and tag and tag != "latest" and re.search(r"\d", tag), f"{where}: {image} is not pinned"
+    reference = image.split("@")[0]
+    name, _, tag = reference.rpartition(":")
+    assert name and "/" not in tag, f"{where}: {image} has no tag"
+    assert tag != "latest" and re.fullmatch(r"v?\d+(\.\d+)+[\w.-]*", tag), f"{where}: {image} is not a version"
+    if "@" in image:
+        assert re.fullmatch(r"sha256:[0-9a-f]{64}", image.split("@")[1]), f"{where}: {image}"
+
+
+def test_the_image_holds_the_project_and_runs_it_as_a_user():
+    stages = DOCKERFILE.split("\nFROM ")
+    final = stages[-1]
+    user = re.findall(r"^USER (\S+)", final, re.M)
+    assert user and user[-1].split(":")[0] not in ("0", "root"), "the final stage must end as a non-root user"
+    assert re.fullmatch(r"\d+(:\d+)?", user[-1]), "a numeric USER lets Kubernetes check runAsNonRoot"
+    assert user[-1].split(":")[0] == str(POD["securityContext"]["runAsUser"])
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    copied = {
+        source
+        for line in re.findall(r"^COPY (.+)$", DOCKERFILE, re.M)
+        for source in [word for word in line.split() if not word.startswith("--")][:-1]
+    }
+    assert set(packages) <= copied, f"the image must contain the packages {packages}"
+    assert re.search(r'^ENTRYPOINT \["python", "-m", "bytewax.run"\]', final, re.M)
+    assert re.search(r'^CMD \["dataflows.flead"\]', final, re.M)
+    assert "EXPOSE 3030 9999" in final
+    # The build context is the repository: its ignore file lets through only what is copied.
+    ignore = [line.rstrip("/") for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()]
+    patterns = [line for line in ignore if line and not line.startswith("#")]
+    assert patterns[0] == "*"
+    assert {f"!{path}" for path in copied} <= set(patterns)
 
 
 def test_nothing_runs_as_root():
-    assert re.search(r"^USER (?!0\b|root\b)\d+", (DEPLOY / "Dockerfile").read_text(), re.M)
-    assert POD["securityContext"]["runAsNonRoot"] is True and POD["securityContext"]["runAsUser"] != 0
+    for scope in (POD["securityContext"], *(c["securityContext"] for c in POD["containers"] + POD["initContainers"])):
+        assert scope["runAsNonRoot"] is True
+        assert scope.get("runAsUser", 1) != 0
     for container in POD["containers"] + POD["initContainers"]:
         context = container["securityContext"]
-        assert context["runAsNonRoot"] and not context["allowPrivilegeEscalation"]
-    for name, service in COMPOSE["services"].items():
+        assert context["allowPrivilegeEscalation"] is False and context["readOnlyRootFilesystem"] is True
+        assert context["capabilities"] == {"drop": ["ALL"]}
+    for name, service in SERVICES.items():
         user = service.get("user", "")
         assert user and user.split(":")[0] not in ("0", "root"), f"compose {name} runs as root"
+        assert not service.get("privileged"), name
+
+
+# --- Docker Compose ------------------------------------------------------------------------
 
 
 def test_compose_brings_up_the_whole_stack_with_several_processes():
-    services = COMPOSE["services"]
-    assert {"kafka", "timescaledb", "prometheus", "grafana", "producer"} <= set(services)
-    processes = sorted(name for name in services if re.fullmatch(r"flead-\d+", name))
-    assert len(processes) >= 2
-    scrape = load(DEPLOY / "prometheus" / "prometheus.yml")["scrape_configs"][0]["static_configs"][0]["targets"]
-    assert scrape == [f"{name}:3030" for name in processes]
-    grafana_mounts = " ".join(services["grafana"]["volumes"])
-    assert "grafana/provisioning" in grafana_mounts and "grafana/dashboards" in grafana_mounts
-    assert all((DEPLOY / mount.split(":")[0]).resolve().exists() for mount in services["grafana"]["volumes"])
+    assert {"kafka", "kafka-topics", "timescaledb", "prometheus", "grafana", "producer"} <= set(SERVICES)
+    assert len(PROCESSES) >= 2
+    addresses = ";".join(f"{name}:9999" for name in PROCESSES)
+    for index, name in enumerate(PROCESSES):
+        service = SERVICES[name]
+        command = " ".join(service["entrypoint"])
+        assert f"-i {index} -a '{addresses}'" in command, name  # process id and every peer, in order
+        assert f"{name}:/var/lib/flead" in service["volumes"]  # its own recovery state
+        assert "-r /var/lib/flead/recovery" in command and "bytewax.recovery /var/lib/flead/recovery" in command
+        env = service["environment"]
+        assert env["FLEAD_INPUT"] == "kafka" and env["FLEAD_KAFKA_BROKERS"] == "kafka:9092"
+        assert (
+            env["FLEAD_DATABASE_URL"].startswith("postgresql://flead:")
+            and "@timescaledb:5432/" in env["FLEAD_DATABASE_URL"]
+        )
+        assert "BYTEWAX_DATAFLOW_API_ENABLED" in env
+        assert service["depends_on"]["kafka-topics"]["condition"] == "service_completed_successfully"
+        assert service["depends_on"]["timescaledb"]["condition"] == "service_healthy"
+    assert SERVICES["producer"]["command"] == ["dataflows.producer"]
+    assert SERVICES["producer"]["environment"]["FLEAD_KAFKA_BROKERS"] == "kafka:9092"
+    for name in ("producer", *PROCESSES):
+        assert SERVICES[name]["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile"}
+
+
+def test_kafka_runs_kraft_and_the_telemetry_topic_has_a_partition_per_process_at_least():
+    env = SERVICES["kafka"]["environment"]
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert "ZOOKEEPER" not in " ".join(env).upper()
+    command = SERVICES["kafka-topics"]["command"]
+    assert command[command.index("--topic") + 1] == "edge-iiot-stream"
+    assert int(compose_default(command[command.index("--partitions") + 1])) >= len(PROCESSES)
+    assert SERVICES["kafka-topics"]["image"] == SERVICES["kafka"]["image"]
+
+
+def test_prometheus_scrapes_every_process():
+    config = load(DEPLOY / "prometheus" / "prometheus.yml")
+    targets = [t for job in config["scrape_configs"] for group in job["static_configs"] for t in group["targets"]]
+    assert targets == [f"{name}:3030" for name in PROCESSES]
+    mounts = SERVICES["prometheus"]["volumes"]
+    assert "./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts
+
+
+def test_grafana_gets_its_provisioning_and_a_read_only_login():
+    grafana = SERVICES["grafana"]
+    binds = [m for m in grafana["volumes"] if m.startswith(".")]
+    assert all((DEPLOY / m.split(":")[0]).resolve().exists() for m in binds)
+    targets = {m.split(":")[1]: m.split(":")[0] for m in binds}
+    assert targets["/etc/grafana/provisioning"] == "../grafana/provisioning"
+    provider = load(REPO / "grafana" / "provisioning" / "dashboards" / "flead.yaml")["providers"][0]
+    assert targets[provider["options"]["path"]] == "../grafana/dashboards"
+    # every ${VAR} the provisioning reads is set on the Grafana service
+    provisioning = "".join(p.read_text() for p in (REPO / "grafana" / "provisioning").rglob("*.yaml"))
+    assert set(re.findall(r"\$\{(\w+)\}", provisioning)) <= set(grafana["environment"])
+    # Grafana logs in as the reader that the database's init script creates, not as the owner
+    database = SERVICES["timescaledb"]
+    assert grafana["environment"]["GRAFANA_DB_USER"] == database["environment"]["GRAFANA_DB_USER"]
+    assert grafana["environment"]["GRAFANA_DB_USER"] != database["environment"]["POSTGRES_USER"]
+    assert grafana["environment"]["GRAFANA_DB_PASSWORD"] == database["environment"]["GRAFANA_DB_PASSWORD"]
+    initdb = next(m for m in database["volumes"] if m.endswith(":/docker-entrypoint-initdb.d:ro"))
+    assert (DEPLOY / initdb.split(":")[0] / "10-grafana-reader.sh").exists()
