@@ -9,7 +9,7 @@
       ├─► anomalies, scores                               (files, topic, table)
       ├─► local updates ─► fedavg ─► global models        (files, topics, tables)
       │                                 └─► loopback file | FLEAD_TOPIC_GLOBAL_MODELS ─► every shard
-      ├─► evaluation partials ─► evaluation ─► model evaluations
+      ├─► closed evaluations (per global version) ─► evaluation ─► model evaluations
       ▼
     summary    totals, Prometheus counters, progress lines, summary.json
 
