@@ -1,0 +1,68 @@
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+
+from bench.fleet import FleetStats, generate_fleet
+from bench.references import floor_loop, pyflink_job, river_loop
+from bench.references.device_logic import FEDAVG_EVERY, WARMUP, WINDOW, FedAvg, Model, Window
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, FleetStats]:
+    path = tmp_path_factory.mktemp("fleet") / "fleet.jsonl"
+    return path, generate_fleet(path, devices=120, rows_per_device=150, seed=5)
+
+
+def test_floor_loop_counts(fleet: tuple[Path, FleetStats]) -> None:
+    path, stats = fleet
+    result = floor_loop.run(path)
+    assert result["records"] == stats.records
+    assert 0 < result["anomalies"] < 0.2 * stats.records
+    assert result["records_per_second"] == pytest.approx(result["records"] / result["seconds"])
+
+
+def test_river_loop_counts(fleet: tuple[Path, FleetStats]) -> None:
+    path, stats = fleet
+    result = river_loop.run(path)
+    assert result["records"] == stats.records
+    assert result["devices"] == stats.devices
+    assert 0 < result["anomalies"] < 0.2 * stats.records
+    # A device reports every 10 s, so the 60-second rule closes its rounds after 7 readings.
+    assert result["local_updates"] == stats.devices * (150 // 7)
+    assert result["global_versions"] == result["local_updates"] // FEDAVG_EVERY
+
+
+def test_window_z_is_against_the_window_before_the_reading() -> None:
+    window = Window(first=1e5)
+    readings = [1e5 + 40 * math.sin(i) for i in range(WINDOW + 30)]
+    for reading in readings:
+        window.push(reading)
+    before = readings[-WINDOW:]
+    z, _ = window.push(1e5 + 500)
+    expected = (1e5 + 500 - statistics.fmean(before)) / statistics.pstdev(before)
+    assert z == pytest.approx(expected, rel=1e-6)
+
+
+def test_window_is_quiet_while_warming_up() -> None:
+    window = Window(first=1.0)
+    assert [window.push(1.0 + i)[0] for i in range(WARMUP)] == [0.0] * WARMUP
+    assert window.push(1000.0)[0] > 3
+
+
+def test_fedavg_weights_by_samples_every_n_updates() -> None:
+    fedavg = FedAvg()
+    updates = [(f"d{i % 2}", Model({"abs_z": float(i % 2)}, 0.0, 10 * (1 + i % 2))) for i in range(FEDAVG_EVERY)]
+    models = [fedavg.add(device_id, update) for device_id, update in updates]
+    assert models[:-1] == [None] * (FEDAVG_EVERY - 1)
+    model = models[-1]
+    assert model is not None and model.version == 1
+    # d0 and d1 sent 10 updates each: 100 and 200 samples, weights 0 and 1.
+    assert model.weights["abs_z"] == pytest.approx(200 / 300)
+    assert fedavg.latest == {} and fedavg.pending == 0
+
+
+def test_pyflink_job_imports_without_pyflink() -> None:
+    # FLEAD's venv has no PyFlink: run() must start the job in bench/.venv-flink instead.
+    assert callable(pyflink_job.run)
