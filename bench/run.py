@@ -115,20 +115,12 @@ def flead_replay(path: Path, processes: int) -> dict[str, Any]:
     }
 
 
-PYFLINK_RECORDS = 30_000
-"""PyFlink runs a Python worker per record through Beam: ~2,000 records/s here, so it gets the
-fleet's first 30,000 records (records/s is what is compared)."""
-
-
 def pyflink(path: Path, parallelism: int) -> dict[str, Any] | None:
+    """PyFlink on the same fleet, tuned as a user would tune it (see ``pyflink_job.TUNING``)."""
     if not FLINK_PYTHON.exists():
         return None
-    head = path.with_name("fleet-head.jsonl")
-    with path.open("rb") as source, head.open("wb") as target:
-        for _, line in zip(range(PYFLINK_RECORDS), source, strict=False):
-            target.write(line)
     result = subprocess.run(
-        [str(FLINK_PYTHON), "-m", "bench.references.pyflink_job", str(head), str(parallelism)],
+        [str(FLINK_PYTHON), "-m", "bench.references.pyflink_job", str(path), str(parallelism)],
         cwd=REPO,
         capture_output=True,
         text=True,
