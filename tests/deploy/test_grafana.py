@@ -26,10 +26,9 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from deploy.local.servers import free_port
 from tests.deploy.grafana_macros import MacroError, Query, expand
 from tests.flead_runs import REPO, environment, flead_command
-from tests.integration.test_kafka import produce, scrape_until, topics_env
+from tests.integration.test_kafka import scrape_kafka_run
 
 GRAFANA = REPO / "grafana"
 READER_SCRIPT = REPO / "deploy" / "compose" / "initdb" / "10-grafana-reader.sh"
@@ -330,24 +329,15 @@ def test_legends_name_labels_the_expression_keeps():
 @pytest.mark.integration
 def test_every_promql_expression_names_metrics_and_labels_the_dataflow_exports(kafka, nab_sample, tmp_path):
     """A Kafka-mode run: Bytewax's consumer lag exists only there."""
-    topics = topics_env(kafka)
-    produce(nab_sample, tmp_path / "producer", topics)
-    port = free_port()
-    env = environment(
-        "kafka", tmp_path / "flead", BYTEWAX_DATAFLOW_API_ENABLED="1", BYTEWAX_DATAFLOW_API_PORT=str(port), **topics
+    metrics, _ = scrape_kafka_run(
+        kafka,
+        nab_sample,
+        tmp_path,
+        lambda m: (
+            m.get('flead_events_total{outcome="processed"}', 0) >= 9946
+            and any(name.startswith("bytewax_kafka_consumer_lag") for name in m)
+        ),
     )
-    process = subprocess.Popen(flead_command(), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        metrics = scrape_until(
-            port,
-            lambda m: (
-                m.get('flead_events_total{outcome="processed"}', 0) >= 9946
-                and any(name.startswith("bytewax_kafka_consumer_lag") for name in m)
-            ),
-        )
-    finally:
-        process.terminate()
-        process.wait(30)
     exported: dict[str, set[str]] = {}
     for series in metrics:
         name, _, labels = series.partition("{")
