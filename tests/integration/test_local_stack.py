@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -42,6 +43,9 @@ def test_the_local_stack_runs_and_stops_everything_on_ctrl_c():
         stderr=subprocess.STDOUT,
         text=True,
         env={"PATH": "/usr/bin:/bin", "FLEAD_RATE": "2000"},
+        # A shell that starts the tests in the background ignores SIGINT, and children inherit
+        # that; the stack must see Ctrl-C as a terminal would deliver it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     printed = ""
     try:
@@ -65,6 +69,11 @@ def test_the_local_stack_runs_and_stops_everything_on_ctrl_c():
             assert b'flead_events_total{outcome="processed"}' in response.read()
     finally:
         stack.send_signal(signal.SIGINT)
-        stack.wait(timeout=120)
+        try:
+            stack.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            for pid in [stack.pid, *children_of(stack.pid)]:
+                os.kill(pid, signal.SIGKILL)
+            raise
     time.sleep(1)
     assert not [pid for pid in started if alive(pid)], "the stack left processes behind"
