@@ -4,8 +4,10 @@
 
     telemetry: replay files | Kafka FLEAD_TOPIC_TELEMETRY
       │  parse + validate ──rejected──► dead letters (file, topic, table)
-      ▼  key: crc32(device_id) % FLEAD_SHARDS
-    devices    per shard: rolling z-score, features, local River model, live evaluation
+      ▼  key: crc32(device_id) % FLEAD_SHARDS     (one JSON Lines file: only the device id is read
+    devices    per shard: rolling z-score,         here; its lines are parsed and validated in the
+               features, local River model,        shards, whose rejections join the dead letters)
+               live evaluation
       ├─► anomalies, scores                               (files, topic, table)
       ├─► local updates ─► fedavg ─► global models        (files, topics, tables)
       │                                 └─► loopback file | FLEAD_TOPIC_GLOBAL_MODELS ─► every shard
@@ -33,9 +35,9 @@ from operators.device import Detection
 from operators.fedavg import GlobalModel, LocalUpdate
 from operators.messages import Rejection
 from operators.run_totals import SourceProgress
-from operators.sharding import ShardBatch, route_by_shard, shard_keys
+from operators.sharding import ShardBatch, newest_to_every_shard, route_by_shard, shard_keys
 from sinks.console import ReportSink
-from sinks.jsonl import JsonLinesSink, reset_outputs
+from sinks.jsonl import JsonLinesSink, json_lines, reset_outputs
 from sinks.loopback import LoopbackSink
 
 OUTPUT_FILES = [
@@ -67,7 +69,7 @@ def build_flow(settings: Settings) -> Dataflow:
     routed = op.flat_map_batch("by_shard", items, lambda batch: route_by_shard(batch, keys))
     split = op.branch("shard_batches_or_not", routed, lambda item: type(item) is ShardBatch)
     shard_batches, others = split.trues, split.falses
-    rejected = of_type("rejected", others, Rejection)
+    rejected_at_source = of_type("rejected_at_source", others, Rejection)
     read_progress = of_type("read_progress", others, SourceProgress)
     if settings.reads_kafka:
         returned_models = op.input("global_models_in", flow, GlobalModelSource(kafka))
@@ -76,17 +78,22 @@ def build_flow(settings: Settings) -> Dataflow:
 
     # Device stage, keyed by shard; a global model goes to every shard.
     keyed_batches = op.key_on("shard", shard_batches, lambda batch: batch.key)
-    keyed_models = op.flat_map("to_every_shard", returned_models, lambda model: [(key, model) for key in keys])
+    keyed_models = op.flat_map_batch(
+        "to_every_shard", returned_models, lambda models: newest_to_every_shard(models, keys)
+    )
     idle_seconds = settings.detection.round_seconds if settings.reads_kafka else None
     results = op.key_rm(
         "shard_results",
         op.stateful_batch(
             "devices",
             op.merge("device_input", keyed_batches, keyed_models),
-            ShardLogic.builder(settings.detection, settings.scores, idle_seconds or None),
+            ShardLogic.builder(settings.detection, settings.scores, settings.limits, idle_seconds or None),
         ),
     )
     shard_counters = op.map("shard_counters", results, lambda result: result.counters)
+    rejected = op.merge(
+        "rejected", rejected_at_source, op.flat_map("rejected_in_shards", results, lambda result: result.rejections)
+    )
     local_updates = op.filter_map("local_updates", results, lambda result: result.updates or None)
     anomalies = op.filter_map("anomalies", results, lambda result: result.anomalies or None)
 
@@ -130,7 +137,7 @@ def build_flow(settings: Settings) -> Dataflow:
         )
     rows = op.merge("all_rows", *table_rows)
     if not settings.reads_kafka:
-        file_rows = op.map("file_rows", rows, lambda item: (f"{item[0]}.jsonl", item[1]))
+        file_rows = op.map("file_rows", rows, lambda item: (f"{item[0]}.jsonl", json_lines(item[1])))
         op.output("jsonl", file_rows, JsonLinesSink(settings.out_dir, output_files(settings)))
     if settings.database is not None:
         from sinks.timescale import TimescaleSink

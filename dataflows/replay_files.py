@@ -8,7 +8,9 @@
   replayed directory without ``.csv`` (the file's stem when a single file is replayed).
 
 Each file is expected in time order (as logs and exports are); files are merged by
-timestamp. A rejected row keeps its place in its file's order.
+timestamp. A rejected row keeps its place in its file's order. A single JSON Lines file
+needs no merging, so its lines go out undecoded (:class:`RawMessage`), to be decoded by the
+shard that owns their device.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from pathlib import Path
 from operators.messages import (
     InvalidMessage,
     MessageLimits,
+    RawMessage,
     Rejection,
     Telemetry,
     decode_message,
     excerpt,
+    peek_device_id,
     validate_device_id,
     validate_label,
     validate_timestamp,
@@ -34,7 +38,7 @@ from operators.messages import (
 JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
 CSV_SUFFIX = ".csv"
 
-Record = Telemetry | Rejection
+Record = Telemetry | Rejection | RawMessage
 
 
 def replay_files(path: Path) -> list[Path]:
@@ -47,13 +51,17 @@ def replay_files(path: Path) -> list[Path]:
     return files
 
 
-def read_replay(path: Path, limits: MessageLimits) -> Iterator[Record]:
-    """Every row of every file under ``path``, valid or rejected, merged in timestamp order."""
+def read_replay(path: Path, limits: MessageLimits, undecoded: bool = False) -> Iterator[Record]:
+    """Every row of every file under ``path``, valid or rejected, merged in timestamp order.
+
+    With ``undecoded``, the lines of a single JSON Lines file come as :class:`RawMessage`
+    where their device id can be read without decoding them.
+    """
     files = replay_files(path)
     root = path if path.is_dir() else path.parent
-    streams = [_timed(_read_file(file, root, limits, single=path.is_file())) for file in files]
-    if len(streams) == 1:
-        return (record for _, record in streams[0])
+    if len(files) == 1:
+        return _read_file(files[0], root, limits, single=path.is_file(), decode=not undecoded)
+    streams = [_timed(_read_file(file, root, limits, single=path.is_file(), decode=True)) for file in files]
     return (record for _, record in heapq.merge(*streams, key=lambda pair: pair[0]))
 
 
@@ -66,22 +74,28 @@ def _timed(records: Iterator[Record]) -> Iterator[tuple[float, Record]]:
         yield last, record
 
 
-def _read_file(file: Path, root: Path, limits: MessageLimits, single: bool) -> Iterator[Record]:
+def _read_file(file: Path, root: Path, limits: MessageLimits, single: bool, decode: bool) -> Iterator[Record]:
     if file.suffix.lower() == CSV_SUFFIX:
         device_id = file.stem if single else file.relative_to(root).with_suffix("").as_posix()
         return _read_csv(file, device_id, limits)
-    return _read_json_lines(file, limits)
+    return _read_json_lines(file, limits, decode)
 
 
-def _read_json_lines(file: Path, limits: MessageLimits) -> Iterator[Record]:
+def _read_json_lines(file: Path, limits: MessageLimits, decode: bool) -> Iterator[Record]:
+    """Each line decoded, or (``decode=False``) undecoded when its device id can be read plainly."""
     source = f"file:{file}"
     with file.open("rb") as lines:
         for line_number, line in enumerate(lines, start=1):
-            if line.strip():
-                record = decode_message(line, source, limits)
-                if isinstance(record, Rejection):
-                    record.source = f"{source}:{line_number}"
-                yield record
+            if not line.strip():
+                continue
+            device_id = None if decode else peek_device_id(line)
+            if device_id is not None:
+                yield RawMessage(device_id, line, source, line_number, time.time())
+                continue
+            record = decode_message(line, source, limits)
+            if isinstance(record, Rejection):
+                record.source = f"{source}:{line_number}"
+            yield record
 
 
 def _read_csv(file: Path, default_device_id: str, limits: MessageLimits) -> Iterator[Record]:

@@ -33,7 +33,7 @@ class _ReplayPartition(StatefulSourcePartition[ReplayItem, ReplayPosition]):
         if resume is None:
             on_fresh_start()
         rows_done, loopback_offset = resume if resume is not None else (0, None)
-        self._records = read_replay(path, limits)
+        self._records = read_replay(path, limits, undecoded=True)
         if rows_done:
             print(f"flead: resuming the replay of {path} after row {rows_done:,}", flush=True)
             next(islice(self._records, rows_done - 1, rows_done), None)

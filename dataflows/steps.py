@@ -11,7 +11,7 @@ from bytewax.operators import StatefulBatchLogic
 from operators.device import DetectionSettings
 from operators.evaluation import EvaluationAggregator
 from operators.fedavg import FedAvgAggregator, GlobalModel, LocalUpdate
-from operators.messages import Rejection, Telemetry
+from operators.messages import MessageLimits, RawMessage, Rejection, Telemetry
 from operators.run_totals import RunTotals, SourceProgress
 from operators.shard import ShardCounters, ShardResult, ShardState
 from operators.sharding import ShardBatch
@@ -31,16 +31,16 @@ class ShardLogic(StatefulBatchLogic[ShardBatch | GlobalModel, ShardResult, Shard
         self.next_idle_check = time.time() + idle_seconds if idle_seconds else None
 
     @classmethod
-    def builder(cls, settings: DetectionSettings, emit_scores: bool, idle_seconds: float | None):
+    def builder(cls, settings: DetectionSettings, emit_scores: bool, limits: MessageLimits, idle_seconds: float | None):
         def build(resume: ShardState | None) -> ShardLogic:
-            state = resume if resume is not None else ShardState(settings, emit_scores)
+            state = resume if resume is not None else ShardState(settings, emit_scores, limits)
             return cls(state, idle_seconds)
 
         return build
 
     def on_batch(self, values: list[ShardBatch | GlobalModel]) -> tuple[list[ShardResult], bool]:
         now = time.time()
-        items: list[Telemetry | GlobalModel] = []
+        items: list[Telemetry | RawMessage | GlobalModel] = []
         observe = metrics.LATENCY.observe
         for value in values:
             if type(value) is ShardBatch:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from operators.device import Z_RULE_SEVERITIES, Detection, DetectionSettings, DeviceState
 from operators.evaluation import ConfusionCounts
 from operators.fedavg import GlobalModel, LocalUpdate
-from operators.messages import Telemetry
+from operators.messages import MessageLimits, RawMessage, Rejection, Telemetry, decode_raw
 
 DECIDERS = ("z_rule", "local_model", "global_model", "is_anomaly")
 """The decisions whose quality against labels the run reports, side by side."""
@@ -38,6 +38,8 @@ class ShardResult:
     """The flagged readings, and every reading when scores are asked for."""
     updates: list[LocalUpdate] = field(default_factory=list)
     counters: ShardCounters = field(default_factory=ShardCounters)
+    rejections: list[Rejection] = field(default_factory=list)
+    """Undecoded messages that turned out not to be valid."""
 
     @property
     def anomalies(self) -> list[Detection]:
@@ -47,9 +49,10 @@ class ShardResult:
 class ShardState:
     """The devices of one shard, the newest global model it has, and live-evaluation counts."""
 
-    def __init__(self, settings: DetectionSettings, emit_scores: bool) -> None:
+    def __init__(self, settings: DetectionSettings, emit_scores: bool, limits: MessageLimits | None = None) -> None:
         self.settings = settings
         self.emit_scores = emit_scores
+        self.limits = limits if limits is not None else MessageLimits()
         self.devices: dict[str, DeviceState] = {}
         self.global_model: GlobalModel | None = None
         self.evaluation = ConfusionCounts()
@@ -58,16 +61,23 @@ class ShardState:
     def global_version(self) -> int:
         return self.global_model.version if self.global_model is not None else 0
 
-    def process(self, batch: list[Telemetry | GlobalModel], now: float = 0.0) -> ShardResult:
-        """Readings and global models in arrival order; ``now`` (wall time) marks the devices seen."""
+    def process(self, batch: list[Telemetry | RawMessage | GlobalModel], now: float = 0.0) -> ShardResult:
+        """Readings (decoded or not) and global models in arrival order; ``now`` (wall time)
+        marks the devices seen."""
         counters = ShardCounters(detection={name: ConfusionCounts() for name in DECIDERS})
         result = ShardResult(counters=counters)
         detections, updates = result.detections, result.updates
         settings = self.settings
         threshold = settings.score_threshold
         detection_counts = counters.detection
+        limits = self.limits
         for item in batch:
-            if isinstance(item, GlobalModel):
+            if type(item) is RawMessage:
+                item = decode_raw(item, limits)
+                if type(item) is Rejection:
+                    result.rejections.append(item)
+                    continue
+            elif isinstance(item, GlobalModel):
                 counters.closed_evaluations.update(self.receive_global(item))
                 continue
             device = self.devices.get(item.device_id)

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 from zlib import crc32
 
-from operators.messages import Telemetry
+from operators.fedavg import GlobalModel
+from operators.messages import RawMessage, Telemetry
 
 
 def shard_keys(shards: int) -> list[str]:
@@ -29,15 +30,26 @@ class ShardBatch:
     """
 
     key: str
-    readings: list[Telemetry]
+    readings: list[Telemetry | RawMessage]
+
+    def __reduce__(self) -> tuple[Any, tuple[str, list[Any]]]:
+        """Undecoded readings cross between processes as plain tuples: pickle calls back into
+        Python for every named tuple, which costs about five times as much."""
+        return _shard_batch, (self.key, [tuple(r) if type(r) is RawMessage else r for r in self.readings])
+
+
+def _shard_batch(key: str, readings: list[Any]) -> ShardBatch:
+    new = tuple.__new__
+    return ShardBatch(key, [new(RawMessage, r) if type(r) is tuple else r for r in readings])
 
 
 def route_by_shard(items: list[Any], keys: list[str]) -> list[Any]:
-    """Readings grouped into one :class:`ShardBatch` per shard; every other item passes as it is."""
-    by_shard: dict[str, list[Telemetry]] = {}
+    """Readings (decoded or not) grouped into one :class:`ShardBatch` per shard; every other
+    item passes as it is."""
+    by_shard: dict[str, list[Telemetry | RawMessage]] = {}
     others = []
     for item in items:
-        if type(item) is Telemetry:
+        if type(item) is Telemetry or type(item) is RawMessage:
             key = shard_of(item.device_id, keys)
             batch = by_shard.get(key)
             if batch is None:
@@ -47,3 +59,14 @@ def route_by_shard(items: list[Any], keys: list[str]) -> list[Any]:
         else:
             others.append(item)
     return [*others, *(ShardBatch(key, readings) for key, readings in by_shard.items())]
+
+
+def newest_to_every_shard(models: list[GlobalModel], keys: list[str]) -> list[tuple[str, GlobalModel]]:
+    """The newest global model of a batch, once for every shard key.
+
+    A shard that adopts a version closes the evaluations of the versions it skipped, with
+    the counts it would have closed them with had they come one by one before it (none), so
+    the older models of the same batch would change nothing but cost an item per shard each.
+    """
+    newest = max(models, key=lambda model: model.version)
+    return [(key, newest) for key in keys]

@@ -3,6 +3,10 @@
 Like Bytewax's ``FileSink``, each file's resume state is its byte length at the last
 snapshot: a resumed run truncates back to it before appending, so rows written after
 the snapshot of an aborted run are written again once, not twice.
+
+Rows are encoded (:func:`json_lines`) where they are made, before they reach the sink:
+a file's partition lives on one worker, and encoded lines cross between processes as
+one ``bytes`` rather than as dictionaries to pickle.
 """
 
 from __future__ import annotations
@@ -29,16 +33,20 @@ def reset_outputs(directory: Path, file_names: list[str], stale_names: list[str]
         (directory / name).unlink(missing_ok=True)
 
 
-class JsonLinesPartition(StatefulSinkPartition[list[Row], int]):
+def json_lines(rows: list[Row]) -> bytes:
+    dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    return b"".join(dumps(row, option=newline) for row in rows)
+
+
+class JsonLinesPartition(StatefulSinkPartition[bytes, int]):
     def __init__(self, path: Path, resume_offset: int | None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = path.open("r+b" if path.exists() else "w+b")
         self._file.truncate(resume_offset or 0)
         self._file.seek(resume_offset or 0)
 
-    def write_batch(self, values: list[list[Row]]) -> None:
-        dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
-        self._file.write(b"".join(dumps(row, option=newline) for rows in values for row in rows))
+    def write_batch(self, values: list[bytes]) -> None:
+        self._file.write(b"".join(values))
         self._file.flush()
 
     def snapshot(self) -> int:
@@ -48,8 +56,8 @@ class JsonLinesPartition(StatefulSinkPartition[list[Row], int]):
         self._file.close()
 
 
-class JsonLinesSink(FixedPartitionedSink[list[Row], int]):
-    """Writes ``(file name, rows)`` items to ``directory/<file name>``, one JSON object per line."""
+class JsonLinesSink(FixedPartitionedSink[bytes, int]):
+    """Appends ``(file name, JSON lines)`` items to ``directory/<file name>``."""
 
     def __init__(self, directory: Path, file_names: list[str]) -> None:
         self._directory = directory

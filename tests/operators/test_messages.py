@@ -5,11 +5,14 @@ from operators.messages import (
     RAW_EXCERPT_BYTES,
     InvalidMessage,
     MessageLimits,
+    RawMessage,
     Rejection,
     Telemetry,
     decode_message,
+    decode_raw,
     iso_timestamp,
     parse_timestamp,
+    peek_device_id,
     validate_values,
 )
 
@@ -131,3 +134,37 @@ def test_every_reason_in_the_code_is_a_known_reason():
     source = "".join(path.read_text() for folder in ("operators", "dataflows") for path in (root / folder).glob("*.py"))
     used = set(re.findall(r"(?:InvalidMessage|Rejection)\(\s*\"([a-z_]+)\"", source))
     assert used and used <= set(REJECTION_REASONS)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'{"device_id":"pump-7","timestamp":1,"data":1}', "pump-7"),
+        (b'{"data": 1, "device_id" : "a/b@c", "timestamp": 1}', "a/b@c"),
+        (b'{"device_id":"caf\xc3\xa9","timestamp":1,"data":1}', "caf\u00e9"),
+        (b'{"device_id":"dev\\u0031","timestamp":1,"data":1}', None),  # an escape: decode to know it
+        (b'{"device_id":"a","device_id":"b","timestamp":1,"data":1}', None),  # JSON keeps the last
+        (b'{"data":{"device_id":"x"},"device_id":"y"}', None),
+        (b'{"device_id":7,"timestamp":1,"data":1}', None),
+        (b'{"device_id":"\xff","timestamp":1,"data":1}', None),
+        (b'{"timestamp":1,"data":1}', None),
+        (b"not json", None),
+    ],
+)
+def test_a_plainly_written_device_id_is_read_without_decoding(raw, expected):
+    assert peek_device_id(raw) == expected
+    if expected is not None:
+        assert orjson.loads(raw)["device_id"] == expected
+
+
+def test_an_undecoded_message_decodes_as_the_message_would():
+    raw = orjson.dumps({"device_id": "d", "timestamp": 1_700_000_000, "data": {"t": 1.5}, "label": 1})
+    reading = decode_raw(RawMessage("d", raw, "file:x.jsonl", 12, 123.0), LIMITS)
+    assert reading == decode_message(raw, "file:x.jsonl", LIMITS)
+    assert reading.ingested_at == 123.0
+
+
+def test_an_undecoded_message_that_is_not_valid_names_its_line():
+    raw = b'{"device_id":"d","timestamp":"yesterday","data":1}'
+    rejection = decode_raw(RawMessage("d", raw, "file:x.jsonl", 12, 123.0), LIMITS)
+    assert (rejection.reason, rejection.source) == ("invalid_timestamp", "file:x.jsonl:12")

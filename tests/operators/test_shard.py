@@ -1,9 +1,13 @@
+import pickle
+
+import orjson
+
 from operators.device import DetectionSettings
 from operators.fedavg import GlobalModel
 from operators.local_model import ModelParameters
-from operators.messages import Telemetry
+from operators.messages import RawMessage, Telemetry
 from operators.shard import ShardState
-from operators.sharding import ShardBatch, route_by_shard, shard_keys, shard_of
+from operators.sharding import ShardBatch, newest_to_every_shard, route_by_shard, shard_keys, shard_of
 
 SETTINGS = DetectionSettings(window=20, short_window=5, warmup=5, round_rows=5, round_seconds=0)
 
@@ -88,3 +92,43 @@ def test_readings_are_grouped_by_their_shard_in_arrival_order():
     batches = {batch.key: batch.readings for batch in routed if isinstance(batch, ShardBatch)}
     assert batches[shard_of("a", keys)][:3] == items[:3]
     assert sum(len(r) for r in batches.values()) == 5
+
+
+def undecoded(reading: Telemetry, line: int) -> RawMessage:
+    message = {"device_id": reading.device_id, "timestamp": reading.timestamp, "data": reading.values["value"]}
+    if reading.label is not None:
+        message["label"] = reading.label
+    return RawMessage(reading.device_id, orjson.dumps(message), "file:f.jsonl", line, 0.0)
+
+
+def test_undecoded_readings_give_the_results_of_decoded_ones_and_bad_lines_are_rejections():
+    decoded = readings(12, device="a", start=1_700_000_000.0)
+    raw = [undecoded(r, line) for line, r in enumerate(decoded, start=1)]
+    bad = RawMessage("a", b'{"device_id":"a","timestamp":1700000000,"data":"hot"}', "file:f.jsonl", 13, 0.0)
+    expected = ShardState(SETTINGS, emit_scores=True).process(decoded)
+    result = ShardState(SETTINGS, emit_scores=True).process([*raw[:6], bad, *raw[6:]])
+    assert [d.score_row() for d in result.detections] == [d.score_row() for d in expected.detections]
+    assert [u.as_row() for u in result.updates] == [u.as_row() for u in expected.updates]
+    assert result.counters.processed == 12
+    assert [(r.reason, r.source) for r in result.rejections] == [("invalid_value", "file:f.jsonl:13")]
+
+
+def test_a_shard_batch_pickles_to_an_equal_batch():
+    batch = ShardBatch("shard-1", [undecoded(readings(1)[0], 1), *readings(2)])
+    copy = pickle.loads(pickle.dumps(batch))
+    assert copy == batch
+    assert [type(r) for r in copy.readings] == [RawMessage, Telemetry, Telemetry]
+
+
+def test_only_the_newest_model_of_a_batch_goes_out_and_a_shard_closes_the_same_versions():
+    keys = shard_keys(3)
+    models = [model(5, 0.0), model(7, 0.0), model(6, 0.0)]
+    assert newest_to_every_shard(models, keys) == [(key, models[1]) for key in keys]
+
+    one_by_one, newest_only = ShardState(SETTINGS, emit_scores=False), ShardState(SETTINGS, emit_scores=False)
+    for shard in (one_by_one, newest_only):
+        shard.process([model(2, 0.0), *readings(4)])
+    closed_one_by_one = {}
+    for m in sorted(models, key=lambda m: m.version):
+        closed_one_by_one |= closed(one_by_one.process([m]))
+    assert closed(newest_only.process([models[1]])) == closed_one_by_one == {2: 4, 3: 0, 4: 0, 5: 0, 6: 0}
