@@ -35,6 +35,7 @@ from operators.device import Detection
 from operators.fedavg import GlobalModel, LocalUpdate
 from operators.messages import Rejection
 from operators.run_totals import SourceProgress
+from operators.shard import combined_counters
 from operators.sharding import ShardBatch, newest_to_every_shard, route_by_shard, shard_keys
 from sinks.console import ReportSink
 from sinks.jsonl import JsonLinesSink, json_lines, reset_outputs
@@ -90,11 +91,16 @@ def build_flow(settings: Settings) -> Dataflow:
             ShardLogic.builder(settings.detection, settings.scores, settings.limits, idle_seconds or None),
         ),
     )
-    shard_counters = op.map("shard_counters", results, lambda result: result.counters)
+    # One item per worker and batch towards the single-key steps, rather than one per shard.
+    shard_counters = op.flat_map_batch(
+        "shard_counters", results, lambda batch: [combined_counters(result.counters for result in batch)]
+    )
     rejected = op.merge(
         "rejected", rejected_at_source, op.flat_map("rejected_in_shards", results, lambda result: result.rejections)
     )
-    local_updates = op.filter_map("local_updates", results, lambda result: result.updates or None)
+    local_updates = op.flat_map_batch(
+        "local_updates", results, lambda batch: [updates] if (updates := [u for r in batch for u in r.updates]) else []
+    )
     anomalies = op.filter_map("anomalies", results, lambda result: result.anomalies or None)
 
     # FedAvg: one key, so one worker holds the federation's state.

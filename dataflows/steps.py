@@ -106,7 +106,7 @@ class EvaluationLogic(StatefulBatchLogic[ShardCounters, dict[str, Any], Evaluati
             row
             for counters in values
             for version, counts in counters.closed_evaluations.items()
-            if (row := add(version, counts)) is not None
+            if (row := add(version, counts, counters.closings[version])) is not None
         ]
         return rows, StatefulBatchLogic.RETAIN
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from operators.messages import iso_timestamp
+from operators.pickling import FieldTuplePickle
 
 
 @dataclass(slots=True)
-class ConfusionCounts:
+class ConfusionCounts(FieldTuplePickle):
     """Counts of true/false positives/negatives, with the event-time span they cover.
 
     >>> counts = ConfusionCounts()
@@ -104,10 +105,13 @@ class EvaluationAggregator:
         self.shards = shards
         self.open: dict[int, tuple[ConfusionCounts, int]] = {}
 
-    def add(self, global_version: int, counts: ConfusionCounts) -> dict[str, float | int | str] | None:
+    def add(
+        self, global_version: int, counts: ConfusionCounts, closings: int = 1
+    ) -> dict[str, float | int | str] | None:
+        """Counts from ``closings`` shards that moved past ``global_version``; its row once all have."""
         total, closed = self.open.get(global_version, (ConfusionCounts(), 0))
         total.merge(counts)
-        closed += 1
+        closed += closings
         if closed >= self.shards:
             self.open.pop(global_version, None)
             return evaluation_row(global_version, total) if total.n else None

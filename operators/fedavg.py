@@ -8,6 +8,7 @@ from typing import Any
 
 from operators.local_model import ModelParameters
 from operators.messages import iso_timestamp, parse_timestamp
+from operators.pickling import FieldTuplePickle
 
 
 def fedavg(weights: Sequence[Sequence[float]], samples: Sequence[int]) -> list[float]:
@@ -33,7 +34,7 @@ def fedavg(weights: Sequence[Sequence[float]], samples: Sequence[int]) -> list[f
 
 
 @dataclass(slots=True)
-class LocalUpdate:
+class LocalUpdate(FieldTuplePickle):
     """What a device sends at the end of a local round: its model, never its readings."""
 
     device_id: str
@@ -60,7 +61,7 @@ class LocalUpdate:
 
 
 @dataclass(slots=True)
-class GlobalModel:
+class GlobalModel(FieldTuplePickle):
     """One version of the federated model."""
 
     version: int

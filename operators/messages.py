@@ -16,6 +16,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from operators.pickling import FieldTuplePickle
+
 SINGLE_FIELD = "value"
 """The field name given to a ``data`` that is a plain number."""
 
@@ -59,7 +61,7 @@ class MessageLimits:
 
 
 @dataclass(slots=True)
-class Telemetry:
+class Telemetry(FieldTuplePickle):
     """One valid reading of one device."""
 
     device_id: str
@@ -72,7 +74,7 @@ class Telemetry:
 
 
 @dataclass(slots=True)
-class Rejection:
+class Rejection(FieldTuplePickle):
     """An input that is not a valid message, kept for the dead-letter outputs."""
 
     reason: str

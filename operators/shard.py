@@ -7,27 +7,56 @@ the Bytewax step in ``dataflows/steps.py`` only feeds it batches.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from operators.device import Z_RULE_SEVERITIES, Detection, DetectionSettings, DeviceState
 from operators.evaluation import ConfusionCounts
 from operators.fedavg import GlobalModel, LocalUpdate
 from operators.messages import MessageLimits, RawMessage, Rejection, Telemetry, decode_raw
+from operators.pickling import FieldTuplePickle
 
 DECIDERS = ("z_rule", "local_model", "global_model", "is_anomaly")
 """The decisions whose quality against labels the run reports, side by side."""
 
 
 @dataclass(slots=True)
-class ShardCounters:
-    """What one shard did in one batch, for the run's totals and metrics."""
+class ShardCounters(FieldTuplePickle):
+    """What one shard, or the shards of one worker, did in one batch, for the run's totals,
+    metrics and live evaluation."""
 
     processed: int = 0
     anomalies: dict[str, int] = field(default_factory=dict)
     local_updates: int = 0
     detection: dict[str, ConfusionCounts] = field(default_factory=dict)
     closed_evaluations: dict[int, ConfusionCounts] = field(default_factory=dict)
-    """The shard's final live-evaluation counts of each global version it moved past in this batch."""
+    """The final live-evaluation counts of each global version the shards moved past in this batch."""
+    closings: dict[int, int] = field(default_factory=dict)
+    """How many shards moved past each of those versions."""
+
+    def close(self, version: int, counts: ConfusionCounts) -> None:
+        self.closed_evaluations[version] = counts
+        self.closings[version] = 1
+
+    def merge(self, other: ShardCounters) -> None:
+        self.processed += other.processed
+        self.local_updates += other.local_updates
+        for severity, n in other.anomalies.items():
+            self.anomalies[severity] = self.anomalies.get(severity, 0) + n
+        for name, counts in other.detection.items():
+            self.detection.setdefault(name, ConfusionCounts()).merge(counts)
+        for version, counts in other.closed_evaluations.items():
+            self.closed_evaluations.setdefault(version, ConfusionCounts()).merge(counts)
+            self.closings[version] = self.closings.get(version, 0) + other.closings[version]
+
+
+def combined_counters(counters: Iterable[ShardCounters]) -> ShardCounters:
+    """The counters of many shards as one: the shards of a worker send one item per batch
+    to the single-key steps (totals, evaluation), not one per shard."""
+    combined = ShardCounters()
+    for item in counters:
+        combined.merge(item)
+    return combined
 
 
 @dataclass(slots=True)
@@ -78,7 +107,8 @@ class ShardState:
                     result.rejections.append(item)
                     continue
             elif isinstance(item, GlobalModel):
-                counters.closed_evaluations.update(self.receive_global(item))
+                for version, counts in self.receive_global(item).items():
+                    counters.close(version, counts)
                 continue
             device = self.devices.get(item.device_id)
             if device is None:
@@ -141,5 +171,5 @@ class ShardState:
         updates = [update for device in self.devices.values() if (update := device.close_round()) is not None]
         counters = ShardCounters(local_updates=len(updates))
         if self.global_version:
-            counters.closed_evaluations[self.global_version] = self._close_evaluation()
+            counters.close(self.global_version, self._close_evaluation())
         return ShardResult(updates=updates, counters=counters)

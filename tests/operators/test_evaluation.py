@@ -44,6 +44,12 @@ def test_a_version_is_emitted_once_every_shard_moved_past_it():
     assert aggregator.open == {}
 
 
+def test_counts_combined_from_several_shards_count_as_that_many_closings():
+    aggregator = EvaluationAggregator(shards=3)
+    assert aggregator.add(1, counts_of([(1, 1)]), closings=2) is None
+    assert aggregator.add(1, counts_of([(0, 0)]), closings=1)["n"] == 2
+
+
 def test_finish_emits_the_open_versions_that_scored_something():
     aggregator = EvaluationAggregator(shards=2)
     aggregator.add(2, counts_of([(1, 1)]))

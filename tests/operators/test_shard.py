@@ -6,7 +6,7 @@ from operators.device import DetectionSettings
 from operators.fedavg import GlobalModel
 from operators.local_model import ModelParameters
 from operators.messages import RawMessage, Telemetry
-from operators.shard import ShardState
+from operators.shard import ShardState, combined_counters
 from operators.sharding import ShardBatch, newest_to_every_shard, route_by_shard, shard_keys, shard_of
 
 SETTINGS = DetectionSettings(window=20, short_window=5, warmup=5, round_rows=5, round_seconds=0)
@@ -132,3 +132,17 @@ def test_only_the_newest_model_of_a_batch_goes_out_and_a_shard_closes_the_same_v
     for m in sorted(models, key=lambda m: m.version):
         closed_one_by_one |= closed(one_by_one.process([m]))
     assert closed(newest_only.process([models[1]])) == closed_one_by_one == {2: 4, 3: 0, 4: 0, 5: 0, 6: 0}
+
+
+def test_the_counters_of_many_shards_add_up_to_those_of_one_and_count_the_closings():
+    a, b = ShardState(SETTINGS, emit_scores=False), ShardState(SETTINGS, emit_scores=False)
+    batches = [
+        a.process([model(1, 0.0), *readings(6, device="x")]).counters,
+        b.process([model(2, 0.0), *readings(4, device="y")]).counters,
+        a.process([model(2, 0.0), *readings(3, device="x", start=6)]).counters,
+    ]
+    combined = combined_counters(batches)
+    assert combined.processed == 13
+    assert combined.detection["z_rule"].n == 13
+    assert combined.closings == {1: 2}
+    assert combined.closed_evaluations[1].n == 6  # a scored 6 readings with v1; b never had v1
