@@ -9,7 +9,14 @@ readings are processed, in every process.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import threading
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import accumulate
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 from operators.evaluation import ConfusionCounts
 from operators.fedavg import GlobalModel
@@ -25,7 +32,52 @@ GLOBAL_ACCURACY = Gauge("flead_global_model_accuracy", "Sample-weighted accuracy
 LIVE_EVALUATION = Gauge(
     "flead_live_evaluation", "Live evaluation of the global models on the labelled stream, so far", ["metric"]
 )
-LATENCY = Histogram(
+
+
+class BatchHistogram:
+    """A Prometheus histogram that takes a batch of observations under one lock.
+
+    prometheus_client's ``Histogram.observe`` takes a lock and searches the buckets in
+    Python for each value: about a microsecond per reading on the hot path. This one counts
+    a batch into local buckets first and exports the same series (``_bucket``, ``_count``,
+    ``_sum``) through a collector.
+    """
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry = REGISTRY
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = sorted(buckets)
+        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        counts = [0] * len(self.counts)
+        total = 0.0
+        bounds = self.bounds
+        for value in values:
+            counts[bisect_left(bounds, value)] += 1
+            total += value
+        with self._lock:
+            self.counts = [a + b for a, b in zip(self.counts, counts, strict=True)]
+            self.sum += total
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        with self._lock:
+            counts, total = list(self.counts), self.sum
+        cumulative = list(accumulate(counts))
+        buckets = [(floatToGoString(bound), n) for bound, n in zip(self.bounds, cumulative, strict=False)]
+        buckets.append(("+Inf", cumulative[-1]))
+        yield HistogramMetricFamily(self.name, self.documentation, buckets=buckets, sum_value=total)
+
+    def describe(self) -> list[HistogramMetricFamily]:
+        return [HistogramMetricFamily(self.name, self.documentation)]
+
+
+LATENCY = BatchHistogram(
     "flead_event_latency_seconds",
     "From a reading entering the dataflow (replay) or its Kafka produce time to its processing in the device stage",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
