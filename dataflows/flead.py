@@ -222,7 +222,12 @@ def replay_source(settings: Settings) -> ReplaySource:
         reset_outputs(settings.out_dir, written, stale)
 
     return ReplaySource(
-        settings.input_path, settings.limits, settings.batch_size, loopback_path(settings.out_dir), fresh_start
+        settings.input_path,
+        settings.limits,
+        settings.batch_size,
+        loopback_path(settings.out_dir),
+        fresh_start,
+        shard_keys(settings.shards),
     )
 
 

@@ -1,4 +1,11 @@
-"""The replay input: rows of files in time order, plus global models from the loopback."""
+"""The replay input: rows of files in time order, plus global models from the loopback.
+
+When the rows run out, the source closes the devices' partial rounds one shard per batch
+(a :class:`ShardBatch` with ``close_rounds``) rather than leaving them all to the end of
+the input, where every device of the fleet would send its last update at the same moment:
+at 10,000 one-field devices that burst alone raised the peak RSS from ~3 KiB to ~8 KiB
+per device.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +20,13 @@ from dataflows.replay_files import Record, read_replay
 from operators.fedavg import GlobalModel
 from operators.messages import MessageLimits
 from operators.run_totals import SourceProgress
+from operators.sharding import ShardBatch
 
-ReplayItem = Record | GlobalModel | SourceProgress
-ReplayPosition = tuple[int, int]
-"""Rows emitted so far and the loopback offset: the merged stream is deterministic, so a
-resume re-reads the files and skips what was already emitted."""
+ReplayItem = Record | GlobalModel | SourceProgress | ShardBatch
+ReplayPosition = tuple[int, int, int]
+"""Rows emitted so far, the loopback offset and the shards whose rounds were closed: the
+merged stream is deterministic, so a resume re-reads the files and skips what was already
+emitted."""
 
 
 class _ReplayPartition(StatefulSourcePartition[ReplayItem, ReplayPosition]):
@@ -29,10 +38,12 @@ class _ReplayPartition(StatefulSourcePartition[ReplayItem, ReplayPosition]):
         loopback: Path,
         resume: ReplayPosition | None,
         on_fresh_start: Callable[[], None],
+        shard_keys: list[str],
     ) -> None:
         if resume is None:
             on_fresh_start()
-        rows_done, loopback_offset = resume if resume is not None else (0, None)
+        rows_done, loopback_offset, self._shards_closed = resume if resume is not None else (0, None, 0)
+        self._shard_keys = shard_keys
         self._records = read_replay(path, limits, undecoded=True)
         if rows_done:
             print(f"flead: resuming the replay of {path} after row {rows_done:,}", flush=True)
@@ -44,13 +55,19 @@ class _ReplayPartition(StatefulSourcePartition[ReplayItem, ReplayPosition]):
     def next_batch(self) -> list[ReplayItem]:
         models = self._loopback.poll()
         rows = list(islice(self._records, self._batch_size))
-        if not rows and not models:
+        if rows:
+            self._rows_done += len(rows)
+            return [*models, *rows, SourceProgress(len(rows))]
+        if self._shards_closed < len(self._shard_keys):
+            key = self._shard_keys[self._shards_closed]
+            self._shards_closed += 1
+            return [*models, ShardBatch(key, [], close_rounds=True)]
+        if not models:
             raise StopIteration
-        self._rows_done += len(rows)
-        return [*models, *rows, SourceProgress(len(rows))]
+        return models
 
     def snapshot(self) -> ReplayPosition:
-        return self._rows_done, self._loopback.offset
+        return self._rows_done, self._loopback.offset, self._shards_closed
 
 
 class ReplaySource(FixedPartitionedSource[ReplayItem, ReplayPosition]):
@@ -61,18 +78,31 @@ class ReplaySource(FixedPartitionedSource[ReplayItem, ReplayPosition]):
     """
 
     def __init__(
-        self, path: Path, limits: MessageLimits, batch_size: int, loopback: Path, on_fresh_start: Callable[[], None]
+        self,
+        path: Path,
+        limits: MessageLimits,
+        batch_size: int,
+        loopback: Path,
+        on_fresh_start: Callable[[], None],
+        shard_keys: list[str],
     ) -> None:
         self._path = path
         self._limits = limits
         self._batch_size = batch_size
         self._loopback = loopback
         self._on_fresh_start = on_fresh_start
+        self._shard_keys = shard_keys
 
     def list_parts(self) -> list[str]:
         return ["replay"]
 
     def build_part(self, step_id: str, for_part: str, resume_state: ReplayPosition | None) -> _ReplayPartition:
         return _ReplayPartition(
-            self._path, self._limits, self._batch_size, self._loopback, resume_state, self._on_fresh_start
+            self._path,
+            self._limits,
+            self._batch_size,
+            self._loopback,
+            resume_state,
+            self._on_fresh_start,
+            self._shard_keys,
         )

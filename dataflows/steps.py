@@ -41,13 +41,18 @@ class ShardLogic(StatefulBatchLogic[ShardBatch | GlobalModel, ShardResult, Shard
     def on_batch(self, values: list[ShardBatch | GlobalModel]) -> tuple[list[ShardResult], bool]:
         now = time.time()
         items: list[Telemetry | RawMessage | GlobalModel] = []
+        close_rounds = False
         for value in values:
             if type(value) is ShardBatch:
                 metrics.LATENCY.observe_many([now - reading.ingested_at for reading in value.readings])
                 items.extend(value.readings)
+                close_rounds = close_rounds or value.close_rounds
             else:
                 items.append(value)
-        return [self.state.process(items, now)], StatefulBatchLogic.RETAIN
+        results = [self.state.process(items, now)]
+        if close_rounds:
+            results.append(self.state.close_rounds())
+        return results, StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         if self.next_idle_check is None:

@@ -166,10 +166,14 @@ class ShardState:
         ]
         return ShardResult(updates=updates, counters=ShardCounters(local_updates=len(updates)))
 
-    def finish(self) -> ShardResult:
-        """At the end of a bounded input: close every partial round and the open evaluation."""
+    def close_rounds(self) -> ShardResult:
+        """Close every partial round: the input has ended for these devices."""
         updates = [update for device in self.devices.values() if (update := device.close_round()) is not None]
-        counters = ShardCounters(local_updates=len(updates))
+        return ShardResult(updates=updates, counters=ShardCounters(local_updates=len(updates)))
+
+    def finish(self) -> ShardResult:
+        """At the end of a bounded input: close the partial rounds still open and the evaluation."""
+        result = self.close_rounds()
         if self.global_version:
-            counters.close(self.global_version, self._close_evaluation())
-        return ShardResult(updates=updates, counters=counters)
+            result.counters.close(self.global_version, self._close_evaluation())
+        return result

@@ -31,16 +31,19 @@ class ShardBatch:
 
     key: str
     readings: list[Telemetry | RawMessage]
+    close_rounds: bool = False
+    """The input has ended: close the partial round of every device of the shard after these."""
 
-    def __reduce__(self) -> tuple[Any, tuple[str, list[Any]]]:
+    def __reduce__(self) -> tuple[Any, tuple[str, list[Any], bool]]:
         """Undecoded readings cross between processes as plain tuples: pickle calls back into
         Python for every named tuple, which costs about five times as much."""
-        return _shard_batch, (self.key, [tuple(r) if type(r) is RawMessage else r for r in self.readings])
+        readings = [tuple(r) if type(r) is RawMessage else r for r in self.readings]
+        return _shard_batch, (self.key, readings, self.close_rounds)
 
 
-def _shard_batch(key: str, readings: list[Any]) -> ShardBatch:
+def _shard_batch(key: str, readings: list[Any], close_rounds: bool) -> ShardBatch:
     new = tuple.__new__
-    return ShardBatch(key, [new(RawMessage, r) if type(r) is tuple else r for r in readings])
+    return ShardBatch(key, [new(RawMessage, r) if type(r) is tuple else r for r in readings], close_rounds)
 
 
 def route_by_shard(items: list[Any], keys: list[str]) -> list[Any]:
