@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +206,11 @@ def memory(sizes: list[int], work: Path) -> dict[str, Any]:
             "bytes_per_device": (rss - baseline) / devices,
             "seconds": seconds,
         }
+    # What one more device costs, between consecutive sizes: the part of a run's peak that
+    # grows with the fleet, without what any run of this length holds (batches, outputs).
+    for smaller, larger in pairwise(sizes):
+        grown = result[str(larger)]["peak_rss_bytes"] - result[str(smaller)]["peak_rss_bytes"]
+        result[str(larger)]["marginal_bytes_per_device"] = grown / (larger - smaller)
     return result
 
 
@@ -259,11 +265,17 @@ def markdown(results: dict[str, Any]) -> str:
             f"p50 {k['p50_ms']:.0f} ms, p99 {k['p99_ms']:.0f} ms; consumer lag at the end {k['final_lag']:,}."
         )
     if "memory" in results:
-        lines += ["", "| one-field devices | peak RSS | bytes per device |", "| ---: | ---: | ---: |"]
+        lines += [
+            "",
+            "| one-field devices | peak RSS | bytes per device above a one-device run | bytes per added device |",
+            "| ---: | ---: | ---: | ---: |",
+        ]
         for devices, m in results["memory"].items():
             if devices.isdigit():
+                marginal = m.get("marginal_bytes_per_device")
                 lines.append(
-                    f"| {int(devices):,} | {m['peak_rss_bytes'] / 2**20:,.0f} MiB | {m['bytes_per_device']:,.0f} |"
+                    f"| {int(devices):,} | {m['peak_rss_bytes'] / 2**20:,.0f} MiB | {m['bytes_per_device']:,.0f} | "
+                    f"{'—' if marginal is None else f'{marginal:,.0f}'} |"
                 )
     return "\n".join(lines)
 
