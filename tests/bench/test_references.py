@@ -66,3 +66,15 @@ def test_fedavg_weights_by_samples_every_n_updates() -> None:
 def test_pyflink_job_imports_without_pyflink() -> None:
     # FLEAD's venv has no PyFlink: run() must start the job in bench/.venv-flink instead.
     assert callable(pyflink_job.run)
+
+
+def test_a_lag_that_keeps_growing_is_not_sustained():
+    from bench.kafka_latency import lag_growth, sustained
+
+    rate = 10_000.0
+    steady = [3000, 800, 500, 650, 400, 600, 500, 550]  # start-up backlog, then a few batches
+    growing = [0, 600, 1200, 1800, 2400, 3000, 3600, 4200]  # 1,200 messages/s more each second
+    assert lag_growth(growing, 0.5) == 1200
+    assert sustained(steady, rate)
+    assert not sustained(growing, rate)
+    assert not sustained([12_000] * 8, rate)  # not growing, but more than a second behind
