@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import orjson
 import pytest
@@ -47,6 +50,16 @@ def test_two_processes_on_localhost(nab_sample, one_worker, tmp_path):
     assert z_rule_anomalies(tmp_path) == z_rule_anomalies(reference_out)
 
 
+def source_snapshot_committed(recovery: Path) -> bool:
+    """Whether the recovery store holds a snapshot of the replay source in a committed epoch."""
+    with contextlib.closing(sqlite3.connect(f"file:{recovery / 'part-0.sqlite3'}?mode=ro", uri=True)) as store:
+        (count,) = store.execute(
+            "SELECT count(*) FROM snaps JOIN commits ON snaps.snap_epoch <= commits.commit_epoch"
+            " WHERE snaps.step_id = 'flead.telemetry'"
+        ).fetchone()
+    return count > 0
+
+
 def test_an_aborted_run_resumes_to_the_same_totals(tmp_path):
     """Replays the whole bundled sample (~5 s), kills the run part-way with SIGKILL, resumes."""
     bundled = REPO / "data" / "nab"
@@ -63,7 +76,8 @@ def test_an_aborted_run_resumes_to_the_same_totals(tmp_path):
     for line in first.stdout:
         if line.startswith("flead: read "):
             rows_read = int(line.split()[2].replace(",", ""))
-            if rows_read >= 40_000:  # past at least one snapshot (1 s), well before the end
+            # well into the run, and past a snapshot of the source that Bytewax has committed
+            if rows_read >= 40_000 and source_snapshot_committed(recovery):
                 break
     first.send_signal(signal.SIGKILL)
     first.wait()
