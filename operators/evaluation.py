@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from operators.messages import iso_timestamp
-from operators.pickling import FieldTuplePickle
 
 
 @dataclass(slots=True)
-class ConfusionCounts(FieldTuplePickle):
+class ConfusionCounts:
     """Counts of true/false positives/negatives, with the event-time span they cover.
 
     >>> counts = ConfusionCounts()

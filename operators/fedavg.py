@@ -8,7 +8,6 @@ from typing import Any
 
 from operators.local_model import ModelParameters
 from operators.messages import iso_timestamp, parse_timestamp
-from operators.pickling import FieldTuplePickle
 
 
 def fedavg(weights: Sequence[Sequence[float]], samples: Sequence[int]) -> list[float]:
@@ -34,7 +33,7 @@ def fedavg(weights: Sequence[Sequence[float]], samples: Sequence[int]) -> list[f
 
 
 @dataclass(slots=True)
-class LocalUpdate(FieldTuplePickle):
+class LocalUpdate:
     """What a device sends at the end of a local round: its model, never its readings."""
 
     device_id: str
@@ -61,7 +60,7 @@ class LocalUpdate(FieldTuplePickle):
 
 
 @dataclass(slots=True)
-class GlobalModel(FieldTuplePickle):
+class GlobalModel:
     """One version of the federated model."""
 
     version: int

@@ -36,9 +36,6 @@ class ModelParameters:
     weights: dict[str, float] = field(default_factory=dict)
     intercept: float = 0.0
 
-    def __reduce__(self) -> tuple[type, tuple[dict[str, float], float]]:
-        return ModelParameters, (self.weights, self.intercept)  # as compact as FieldTuplePickle's
-
     def logit(self, features: dict[str, float]) -> float:
         weights = self.weights
         total = self.intercept

@@ -16,8 +16,6 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from operators.pickling import FieldTuplePickle
-
 SINGLE_FIELD = "value"
 """The field name given to a ``data`` that is a plain number."""
 
@@ -61,7 +59,7 @@ class MessageLimits:
 
 
 @dataclass(slots=True)
-class Telemetry(FieldTuplePickle):
+class Telemetry:
     """One valid reading of one device."""
 
     device_id: str
@@ -74,7 +72,7 @@ class Telemetry(FieldTuplePickle):
 
 
 @dataclass(slots=True)
-class Rejection(FieldTuplePickle):
+class Rejection:
     """An input that is not a valid message, kept for the dead-letter outputs."""
 
     reason: str

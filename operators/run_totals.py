@@ -7,12 +7,11 @@ from typing import Any
 
 from operators.evaluation import ConfusionCounts
 from operators.fedavg import GlobalModel
-from operators.pickling import FieldTuplePickle
 from operators.shard import DECIDERS, ShardCounters
 
 
 @dataclass(slots=True)
-class SourceProgress(FieldTuplePickle):
+class SourceProgress:
     """Rows an input has read since its last report (valid or not)."""
 
     rows_read: int

@@ -14,14 +14,13 @@ from operators.device import Z_RULE_SEVERITIES, Detection, DetectionSettings, De
 from operators.evaluation import ConfusionCounts
 from operators.fedavg import GlobalModel, LocalUpdate
 from operators.messages import MessageLimits, RawMessage, Rejection, Telemetry, decode_raw
-from operators.pickling import FieldTuplePickle
 
 DECIDERS = ("z_rule", "local_model", "global_model", "is_anomaly")
 """The decisions whose quality against labels the run reports, side by side."""
 
 
 @dataclass(slots=True)
-class ShardCounters(FieldTuplePickle):
+class ShardCounters:
     """What one shard, or the shards of one worker, did in one batch, for the run's totals,
     metrics and live evaluation."""
 
