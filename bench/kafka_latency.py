@@ -123,13 +123,24 @@ def sustained(lags: list[int], rate: float) -> bool:
     return bool(lags) and lag_growth(lags, SAMPLE_SECONDS) < 0.02 * rate and lags[-1] < rate
 
 
-def _topics_high_watermark(bootstrap: str, topic: str) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}"})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)
-    finally:
-        consumer.close()
+def _high_watermark(consumer: Consumer, topic: str) -> int:
+    """Messages written to ``topic`` so far, over all its partitions."""
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)
+
+
+def _start_flead(kafka: KafkaServer, suffix: str, out_dir: str) -> tuple[subprocess.Popen, int]:
+    """FLEAD reading ``telemetry-<suffix>``, with its ``/metrics`` on a free port."""
+    port = free_port()
+    env = _env(
+        kafka,
+        suffix,
+        FLEAD_INPUT="kafka",
+        FLEAD_OUT_DIR=out_dir,
+        BYTEWAX_DATAFLOW_API_ENABLED="1",
+        BYTEWAX_DATAFLOW_API_PORT=str(port),
+    )
+    return _bytewax("dataflows.flead", env, wait=False), port
 
 
 def _offer(kafka: KafkaServer, fleet: Path, records: int, rate: float, out_dir: Path) -> dict[str, Any]:
@@ -139,16 +150,7 @@ def _offer(kafka: KafkaServer, fleet: Path, records: int, rate: float, out_dir: 
     processed (its ``/metrics``), sampled every half second while the producer runs.
     """
     suffix = uuid.uuid4().hex[:6]
-    port = free_port()
-    live_env = _env(
-        kafka,
-        suffix,
-        FLEAD_INPUT="kafka",
-        FLEAD_OUT_DIR=str(out_dir / suffix),
-        BYTEWAX_DATAFLOW_API_ENABLED="1",
-        BYTEWAX_DATAFLOW_API_PORT=str(port),
-    )
-    flead = _bytewax("dataflows.flead", live_env, wait=False)
+    flead, port = _start_flead(kafka, suffix, str(out_dir / suffix))
     while not _metrics(port) and flead.poll() is None:
         time.sleep(0.2)
     topic = f"telemetry-{suffix}"
@@ -160,14 +162,16 @@ def _offer(kafka: KafkaServer, fleet: Path, records: int, rate: float, out_dir: 
     )
     lags: list[int] = []
     first_written = None
+    watermarks = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": f"bench-{uuid.uuid4()}"})
     while producer.poll() is None:
         time.sleep(SAMPLE_SECONDS)
-        written = _topics_high_watermark(kafka.bootstrap, topic)
+        written = _high_watermark(watermarks, topic)
         if first_written is None and written:
             first_written = (time.monotonic(), written)
         lags.append(int(written - _processed(_metrics(port))))
     production_end = time.monotonic()
-    written = _topics_high_watermark(kafka.bootstrap, topic)
+    written = _high_watermark(watermarks, topic)
+    watermarks.close()
     achieved = (written - first_written[1]) / (production_end - first_written[0]) if first_written else 0.0
     produced_output = producer.stdout.read() if producer.stdout else ""
     deadline = time.monotonic() + 60
@@ -193,20 +197,8 @@ def _backfill(kafka: KafkaServer, fleet: Path, records: int, out: str, progress:
     suffix = uuid.uuid4().hex[:6]
     progress("kafka: producing the fleet for the back-fill")
     _bytewax("dataflows.producer", _env(kafka, suffix, FLEAD_INPUT=str(fleet), FLEAD_OUT_DIR=out))
-    port = free_port()
     progress("kafka: back-fill")
-    flead = _bytewax(
-        "dataflows.flead",
-        _env(
-            kafka,
-            suffix,
-            FLEAD_INPUT="kafka",
-            FLEAD_OUT_DIR=out,
-            BYTEWAX_DATAFLOW_API_ENABLED="1",
-            BYTEWAX_DATAFLOW_API_PORT=str(port),
-        ),
-        wait=False,
-    )
+    flead, port = _start_flead(kafka, suffix, out)
     first = done = None
     while done is None and flead.poll() is None:
         processed = _processed(_metrics(port))
