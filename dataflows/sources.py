@@ -17,6 +17,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from dataflows.loopback import LoopbackReader
 from dataflows.replay_files import Record, read_replay
+from dataflows.thread_state import hold_thread_state
 from operators.fedavg import GlobalModel
 from operators.messages import MessageLimits
 from operators.run_totals import SourceProgress
@@ -97,6 +98,7 @@ class ReplaySource(FixedPartitionedSource[ReplayItem, ReplayPosition]):
         return ["replay"]
 
     def build_part(self, step_id: str, for_part: str, resume_state: ReplayPosition | None) -> _ReplayPartition:
+        hold_thread_state()
         return _ReplayPartition(
             self._path,
             self._limits,

@@ -8,6 +8,7 @@ from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
+from dataflows.thread_state import hold_thread_state
 from operators.device import DetectionSettings
 from operators.evaluation import EvaluationAggregator
 from operators.fedavg import FedAvgAggregator, GlobalModel, LocalUpdate
@@ -33,6 +34,7 @@ class ShardLogic(StatefulBatchLogic[ShardBatch | GlobalModel, ShardResult, Shard
     @classmethod
     def builder(cls, settings: DetectionSettings, emit_scores: bool, limits: MessageLimits, idle_seconds: float | None):
         def build(resume: ShardState | None) -> ShardLogic:
+            hold_thread_state()
             state = resume if resume is not None else ShardState(settings, emit_scores, limits)
             return cls(state, idle_seconds)
 
