@@ -122,7 +122,7 @@ def build_flow(settings: Settings) -> Dataflow:
             "evaluation",
             op.key_on(
                 "evaluation_key",
-                op.filter("closed_evaluations", shard_counters, lambda counters: bool(counters.closed_evaluations)),
+                op.filter("global_moves", shard_counters, lambda counters: bool(counters.moves)),
                 lambda _: "evaluation",
             ),
             EvaluationLogic.builder(settings.shards),

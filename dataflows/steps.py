@@ -107,12 +107,7 @@ class EvaluationLogic(StatefulBatchLogic[ShardCounters, dict[str, Any], Evaluati
 
     def on_batch(self, values: list[ShardCounters]) -> tuple[list[dict[str, Any]], bool]:
         add = self.aggregator.add
-        rows = [
-            row
-            for counters in values
-            for version, counts in counters.closed_evaluations.items()
-            if (row := add(version, counts, counters.closings[version])) is not None
-        ]
+        rows = [row for counters in values for row in add(counters.closed_evaluations, counters.moves)]
         return rows, StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[dict[str, Any]], bool]:

@@ -92,33 +92,43 @@ class ConfusionCounts:
         }
 
 
+FINISHED = 2**62
+"""The global version a shard moves to when a bounded input ends: past every real version."""
+
+
 class EvaluationAggregator:
     """Sums the shards' counts per global version into one evaluation row per version.
 
-    A version's row is complete once every shard has moved past it; at the end of a
-    bounded input, :meth:`finish` emits the versions still open. A version that no
-    labelled reading was scored with has no row.
+    A version's row is complete once every shard has moved past it. The aggregator knows
+    how many shards are at each version (all at 0, no model, to begin with) and moves them
+    as the shards report; every version below the lowest one still held is complete. At
+    the end of a bounded input, :meth:`finish` emits the versions still open. A version
+    that no labelled reading was scored with has no row.
     """
 
     def __init__(self, shards: int) -> None:
-        self.shards = shards
-        self.open: dict[int, tuple[ConfusionCounts, int]] = {}
+        self.open: dict[int, ConfusionCounts] = {}
+        self.shards_at: dict[int, int] = {0: shards}
 
     def add(
-        self, global_version: int, counts: ConfusionCounts, closings: int = 1
-    ) -> dict[str, float | int | str] | None:
-        """Counts from ``closings`` shards that moved past ``global_version``; its row once all have."""
-        total, closed = self.open.get(global_version, (ConfusionCounts(), 0))
-        total.merge(counts)
-        closed += closings
-        if closed >= self.shards:
-            self.open.pop(global_version, None)
-            return evaluation_row(global_version, total) if total.n else None
-        self.open[global_version] = (total, closed)
-        return None
+        self, closed: dict[int, ConfusionCounts], moves: dict[tuple[int, int], int]
+    ) -> list[dict[str, float | int | str]]:
+        """Final counts of versions that shards moved past, and those shards' moves
+        (``(old, new) -> shards``); the rows of the versions every shard is now past."""
+        for version, counts in closed.items():
+            self.open.setdefault(version, ConfusionCounts()).merge(counts)
+        shards_at = self.shards_at
+        for (old, new), n in moves.items():
+            shards_at[old] = shards_at.get(old, 0) - n
+            shards_at[new] = shards_at.get(new, 0) + n
+        for version in [version for version, n in shards_at.items() if not n]:
+            del shards_at[version]
+        slowest = min(shards_at, default=FINISHED)
+        complete = sorted(version for version in self.open if version < slowest)
+        return [evaluation_row(version, counts) for version in complete if (counts := self.open.pop(version)).n]
 
     def finish(self) -> list[dict[str, float | int | str]]:
-        rows = [evaluation_row(version, total) for version, (total, _) in sorted(self.open.items())]
+        rows = [evaluation_row(version, total) for version, total in sorted(self.open.items())]
         self.open.clear()
         return [row for row in rows if row["n"]]
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from operators.device import Z_RULE_SEVERITIES, Detection, DetectionSettings, DeviceState
-from operators.evaluation import ConfusionCounts
+from operators.evaluation import FINISHED, ConfusionCounts
 from operators.fedavg import GlobalModel, LocalUpdate
 from operators.messages import MessageLimits, RawMessage, Rejection, Telemetry, decode_raw
 
@@ -29,13 +29,18 @@ class ShardCounters:
     local_updates: int = 0
     detection: dict[str, ConfusionCounts] = field(default_factory=dict)
     closed_evaluations: dict[int, ConfusionCounts] = field(default_factory=dict)
-    """The final live-evaluation counts of each global version the shards moved past in this batch."""
-    closings: dict[int, int] = field(default_factory=dict)
-    """How many shards moved past each of those versions."""
+    """The final live-evaluation counts of each global version the shards held and moved past
+    in this batch."""
+    moves: dict[tuple[int, int], int] = field(default_factory=dict)
+    """How many shards moved from one global version to another (0: none yet; ``FINISHED``:
+    the input ended). A move past several versions at once is one entry, so a shard that
+    skips versions costs nothing per version skipped."""
 
-    def close(self, version: int, counts: ConfusionCounts) -> None:
-        self.closed_evaluations[version] = counts
-        self.closings[version] = 1
+    def move(self, old_version: int, new_version: int, counts: ConfusionCounts | None) -> None:
+        """One shard moved on, with its final counts for the version it held, if any."""
+        self.moves[(old_version, new_version)] = self.moves.get((old_version, new_version), 0) + 1
+        if counts is not None:
+            self.closed_evaluations[old_version] = counts
 
     def merge(self, other: ShardCounters) -> None:
         self.processed += other.processed
@@ -46,7 +51,8 @@ class ShardCounters:
             self.detection.setdefault(name, ConfusionCounts()).merge(counts)
         for version, counts in other.closed_evaluations.items():
             self.closed_evaluations.setdefault(version, ConfusionCounts()).merge(counts)
-            self.closings[version] = self.closings.get(version, 0) + other.closings[version]
+        for move, n in other.moves.items():
+            self.moves[move] = self.moves.get(move, 0) + n
 
 
 def combined_counters(counters: Iterable[ShardCounters]) -> ShardCounters:
@@ -106,8 +112,7 @@ class ShardState:
                     result.rejections.append(item)
                     continue
             elif isinstance(item, GlobalModel):
-                for version, counts in self.receive_global(item).items():
-                    counters.close(version, counts)
+                self.receive_global(item, counters)
                 continue
             device = self.devices.get(item.device_id)
             if device is None:
@@ -134,21 +139,18 @@ class ShardState:
         counters.local_updates = len(updates)
         return result
 
-    def receive_global(self, model: GlobalModel) -> dict[int, ConfusionCounts]:
+    def receive_global(self, model: GlobalModel, counters: ShardCounters) -> None:
         """Adopt a newer global model; a duplicate or late copy changes nothing.
 
-        Moving past versions closes their evaluation on this shard, including versions this
-        shard never had (with no counts), so that the evaluation stage knows when a version
-        is complete.
+        Moving on closes this shard's live evaluation of the version it held (into
+        ``counters``); the move also tells the evaluation stage that this shard is past the
+        versions in between, which it never scored with.
         """
-        current = self.global_version
-        if model.version <= current:
-            return {}
-        closed = {version: ConfusionCounts() for version in range(current + 1, model.version)}
-        if current:
-            closed[current] = self._close_evaluation()
+        old_version = self.global_version
+        if model.version <= old_version:
+            return
+        counters.move(old_version, model.version, self._close_evaluation() if old_version else None)
         self.global_model = model
-        return closed
 
     def _close_evaluation(self) -> ConfusionCounts:
         counts, self.evaluation = self.evaluation, ConfusionCounts()
@@ -174,5 +176,5 @@ class ShardState:
         """At the end of a bounded input: close the partial rounds still open and the evaluation."""
         result = self.close_rounds()
         if self.global_version:
-            result.counters.close(self.global_version, self._close_evaluation())
+            result.counters.move(self.global_version, FINISHED, self._close_evaluation())
         return result

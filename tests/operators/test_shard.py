@@ -3,6 +3,7 @@ import pickle
 import orjson
 
 from operators.device import DetectionSettings
+from operators.evaluation import FINISHED, EvaluationAggregator
 from operators.fedavg import GlobalModel
 from operators.local_model import ModelParameters
 from operators.messages import RawMessage, Telemetry
@@ -55,15 +56,18 @@ def test_no_global_model_no_live_evaluation():
 def test_a_newer_global_model_closes_the_evaluation_of_the_older_one():
     shard = ShardState(SETTINGS, emit_scores=False)
     shard.process([model(1, 5.0), *readings(3)])
-    # v1 with its 3 scored readings, and v2, which this shard never had, closed empty
-    assert closed(shard.process([model(3, 5.0)])) == {1: 3, 2: 0}
+    # v1 with its 3 scored readings; past v2, which this shard never had, in the same move
+    result = shard.process([model(3, 5.0)])
+    assert closed(result) == {1: 3}
+    assert result.counters.moves == {(1, 3): 1}
     assert shard.global_version == 3
 
 
 def test_duplicates_and_late_copies_of_global_models_are_harmless():
     shard = ShardState(SETTINGS, emit_scores=False)
     shard.process([model(2, 1.0)])
-    assert closed(shard.process([model(2, 9.0), model(1, 9.0)])) == {}
+    result = shard.process([model(2, 9.0), model(1, 9.0)])
+    assert (closed(result), result.counters.moves) == ({}, {})
     assert shard.global_model.parameters.intercept == 1.0
 
 
@@ -73,6 +77,7 @@ def test_finish_closes_partial_rounds_and_the_open_evaluation():
     result = shard.finish()
     assert sorted((u.device_id, u.samples) for u in result.updates) == [("a", 2), ("b", 2)]
     assert closed(result) == {1: 9}
+    assert result.counters.moves == {(1, FINISHED): 1}
 
 
 def test_silent_devices_have_their_rounds_closed_after_idle_seconds():
@@ -125,16 +130,21 @@ def test_only_the_newest_model_of_a_batch_goes_out_and_a_shard_closes_the_same_v
     models = [model(5, 0.0), model(7, 0.0), model(6, 0.0)]
     assert newest_to_every_shard(models, keys) == [(key, models[1]) for key in keys]
 
-    one_by_one, newest_only = ShardState(SETTINGS, emit_scores=False), ShardState(SETTINGS, emit_scores=False)
-    for shard in (one_by_one, newest_only):
-        shard.process([model(2, 0.0), *readings(4)])
-    closed_one_by_one = {}
-    for m in sorted(models, key=lambda m: m.version):
-        closed_one_by_one |= closed(one_by_one.process([m]))
-    assert closed(newest_only.process([models[1]])) == closed_one_by_one == {2: 4, 3: 0, 4: 0, 5: 0, 6: 0}
+    def evaluation_rows(batches: list[list]) -> tuple[list[tuple[int, int]], dict[int, int]]:
+        shard, evaluation = ShardState(SETTINGS, emit_scores=False), EvaluationAggregator(shards=1)
+        rows = []
+        for batch in batches:
+            counters = shard.process(batch).counters
+            rows += evaluation.add(counters.closed_evaluations, counters.moves)
+        return [(row["global_version"], row["n"]) for row in rows], evaluation.shards_at
+
+    start = [model(2, 0.0), *readings(4)]
+    one_by_one = evaluation_rows([start, *([m] for m in sorted(models, key=lambda m: m.version))])
+    newest_only = evaluation_rows([start, [models[1]]])
+    assert newest_only == one_by_one == ([(2, 4)], {7: 1})
 
 
-def test_the_counters_of_many_shards_add_up_to_those_of_one_and_count_the_closings():
+def test_the_counters_of_many_shards_add_up_to_those_of_one_and_count_the_moves():
     a, b = ShardState(SETTINGS, emit_scores=False), ShardState(SETTINGS, emit_scores=False)
     batches = [
         a.process([model(1, 0.0), *readings(6, device="x")]).counters,
@@ -144,5 +154,5 @@ def test_the_counters_of_many_shards_add_up_to_those_of_one_and_count_the_closin
     combined = combined_counters(batches)
     assert combined.processed == 13
     assert combined.detection["z_rule"].n == 13
-    assert combined.closings == {1: 2}
+    assert combined.moves == {(0, 1): 1, (0, 2): 1, (1, 2): 1}
     assert combined.closed_evaluations[1].n == 6  # a scored 6 readings with v1; b never had v1
