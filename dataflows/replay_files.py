@@ -81,21 +81,33 @@ def _read_file(file: Path, root: Path, limits: MessageLimits, single: bool, deco
     return _read_json_lines(file, limits, decode)
 
 
+READ_CHUNK_BYTES = 1 << 16
+
+
 def _read_json_lines(file: Path, limits: MessageLimits, decode: bool) -> Iterator[Record]:
-    """Each line decoded, or (``decode=False``) undecoded when its device id can be read plainly."""
+    """Each line decoded, or (``decode=False``) undecoded when its device id can be read plainly.
+
+    Lines are read 64 KiB at a time; an undecoded line is stamped with the time its chunk
+    was read (the reading of a line is its ingestion in a replay).
+    """
     source = f"file:{file}"
+    new_raw_message = tuple.__new__
+    line_number = 0
     with file.open("rb") as lines:
-        for line_number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            device_id = None if decode else peek_device_id(line)
-            if device_id is not None:
-                yield RawMessage(device_id, line, source, line_number, time.time())
-                continue
-            record = decode_message(line, source, limits)
-            if isinstance(record, Rejection):
-                record.source = f"{source}:{line_number}"
-            yield record
+        while chunk := lines.readlines(READ_CHUNK_BYTES):
+            read_at = time.time()
+            for line in chunk:
+                line_number += 1
+                if line.isspace():
+                    continue
+                device_id = None if decode else peek_device_id(line)
+                if device_id is not None:
+                    yield new_raw_message(RawMessage, (device_id, line, source, line_number, read_at))
+                    continue
+                record = decode_message(line, source, limits)
+                if isinstance(record, Rejection):
+                    record.source = f"{source}:{line_number}"
+                yield record
 
 
 def _read_csv(file: Path, default_device_id: str, limits: MessageLimits) -> Iterator[Record]:

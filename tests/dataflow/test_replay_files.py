@@ -89,3 +89,16 @@ def test_json_metadata_in_a_replayed_directory_is_not_read(tmp_path):
     write(tmp_path / "labels.json", '{"not": "telemetry"}')
     write(tmp_path / "d.csv", "timestamp,value\n2024-01-01 00:00:00,1\n")
     assert len(list(read_replay(tmp_path, LIMITS))) == 1
+
+
+def test_undecoded_lines_keep_their_line_numbers_across_read_chunks(tmp_path):
+    line = orjson.dumps({"device_id": "d", "timestamp": 1_700_000_000, "data": 1.0}) + b"\n"
+    lines = [line] * 1500 + [b"\n", b"not json\n", line]  # well past one 64 KiB chunk
+    path = tmp_path / "many.jsonl"
+    path.write_bytes(b"".join(lines))
+    records = list(read_replay(path, LIMITS, undecoded=True))
+    assert len(records) == 1502
+    assert [r.position for r in records[:1500]] == list(range(1, 1501))
+    assert isinstance(records[1500], Rejection) and records[1500].source == f"file:{path}:1502"
+    assert records[1501].position == 1503
+    assert records[0].ingested_at <= records[-1].ingested_at
