@@ -1,6 +1,6 @@
 """FLEAD's benchmark suite: throughput, latency, memory and scaling, beside the alternatives.
 
-    .venv/bin/python -m bench.run                 # everything, about 10 minutes on 2 cores
+    .venv/bin/python -m bench.run                 # everything, about 15 minutes on 2 cores
     .venv/bin/python -m bench.run --quick         # smaller inputs, one run each
 
 On the same synthetic fleet (``bench/fleet.py``) in the same run it measures:
