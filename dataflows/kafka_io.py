@@ -102,8 +102,10 @@ def decode_kafka_batch(
         if item.value is None:
             decoded.append(Rejection("empty_message", "", kafka_source_name(item), time.time()))
             continue
-        record = decode_message(item.value, kafka_source_name(item), limits)
-        if isinstance(record, Telemetry) and item.timestamp[1] > 0:
+        record = decode_message(item.value, "", limits)
+        if type(record) is Rejection:
+            record.source = kafka_source_name(item)  # built for rejections only: ~1.5 % of a Kafka run
+        elif item.timestamp[1] > 0:
             record.ingested_at = item.timestamp[1] / 1000.0  # the produce time
         decoded.append(record)
     decoded.append(SourceProgress(len(messages)))
