@@ -7,7 +7,7 @@ from typing import Any
 
 from operators.features import reading_features
 from operators.fedavg import GlobalModel, LocalUpdate
-from operators.local_model import LocalModel, log_loss
+from operators.local_model import LocalModel, ModelParameters, log_loss
 from operators.messages import Telemetry, iso_timestamp
 from operators.rolling_stats import RollingStats
 
@@ -97,6 +97,7 @@ class DeviceState:
         "last_seen",
         "model",
         "model_version",
+        "round_base",
         "round_correct",
         "round_last",
         "round_loss",
@@ -111,6 +112,7 @@ class DeviceState:
         self.model = LocalModel(settings.learning_rate, settings.positive_weight)
         self.model_version = 0
         self.base_global_version = 0
+        self.round_base = ModelParameters()  # what River's new model holds: no weights, intercept 0
         self.round_rows = 0
         self.round_start = 0.0
         self.round_last = 0.0
@@ -182,6 +184,7 @@ class DeviceState:
         if global_model is not None and global_model.version > self.base_global_version:
             self.model.load(global_model.parameters)
             self.base_global_version = global_model.version
+            self.round_base = global_model.parameters
         self.round_start = timestamp
 
     def close_round(self) -> LocalUpdate | None:
@@ -189,16 +192,19 @@ class DeviceState:
         if self.round_rows == 0:
             return None
         self.model_version += 1
+        parameters = self.model.parameters
         update = LocalUpdate(
             device_id=self.device_id,
             model_version=self.model_version,
             global_version=self.base_global_version,
-            parameters=self.model.parameters,
+            parameters=parameters,
+            base=self.round_base,
             samples=self.round_rows,
             accuracy=self.round_correct / self.round_rows,
             loss=self.round_loss / self.round_rows,
             timestamp=self.round_last,
         )
+        self.round_base = parameters  # the next round goes on from here, unless a new global model comes first
         self.round_rows = 0
         self.round_correct = 0
         self.round_loss = 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,8 @@ class LocalUpdate:
     model_version: int
     global_version: int
     parameters: ModelParameters
+    base: ModelParameters
+    """What the round started from: the global model it adopted, else the device's previous round's end."""
     samples: int
     accuracy: float
     loss: float
@@ -100,19 +103,30 @@ class GlobalModel:
 
 @dataclass(slots=True)
 class _DeviceContribution:
-    parameters: ModelParameters
+    change: ModelParameters
     samples: int = 0
     correct: float = 0.0
 
 
 @dataclass
 class FedAvgAggregator:
-    """Keeps the latest update of each device and says when to make the next global model.
+    """Adds up what the devices learned since the last version and says when to make the next one.
 
     A new version is made after ``every_updates`` updates, or once ``every_seconds`` of
-    event time have passed since the last version (0 turns either trigger off). A
-    device that sent several updates since then counts once, with its latest weights
-    and the samples of all its rounds.
+    event time have passed since the last version (0 turns either trigger off).
+
+    Version v+1 is version v moved by the devices' changes, weighted by their samples:
+    ``w_v+1 = w_v + Σ n_k·s_k·(w_k − b_k) / Σ n_k``, where ``b_k`` is what device k's round
+    started from. When every round started from version v (``s_k = 1``) this is FedAvg's
+    ``Σ n_k·w_k / Σ n_k``. But a round lasts far longer than a version (60 s of event time,
+    against a version every 20 updates of a whole fleet), so most rounds started from an
+    older version. Averaging their weights would pull the global model back to that version,
+    and it would learn no more than one round's worth per round length; adding their changes
+    at full weight makes it overshoot and swing, because each change was learned on an old
+    model. So a change learned from a version ``τ`` versions old counts ``s_k = 1/√(1 + τ)``
+    (the staleness weight of FedBuff, Nguyen et al. 2022). A device that sent several
+    updates since the last version counts once, with the sum of its weighted changes and the
+    samples of all its rounds.
     """
 
     every_updates: int
@@ -120,6 +134,8 @@ class FedAvgAggregator:
     version: int = 0
     pending_updates: int = 0
     last_version_time: float | None = None
+    parameters: ModelParameters = field(default_factory=ModelParameters)
+    """The newest global model's (all zeros, as a new device's model, before the first version)."""
     contributions: dict[str, _DeviceContribution] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -130,10 +146,12 @@ class FedAvgAggregator:
 
     def add(self, update: LocalUpdate) -> GlobalModel | None:
         """Take one local update; returns the next global model when one is due."""
+        change = update.parameters.minus(update.base)
+        staleness = max(0, self.version - update.global_version)
         contribution = self.contributions.get(update.device_id)
         if contribution is None:
-            contribution = self.contributions[update.device_id] = _DeviceContribution(update.parameters)
-        contribution.parameters = update.parameters
+            contribution = self.contributions[update.device_id] = _DeviceContribution(ModelParameters())
+        contribution.change = contribution.change.plus(change, factor=1.0 / math.sqrt(1 + staleness))
         contribution.samples += update.samples
         contribution.correct += update.accuracy * update.samples
         self.pending_updates += 1
@@ -153,17 +171,16 @@ class FedAvgAggregator:
         contributions = [c for c in self.contributions.values() if c.samples > 0]
         if not contributions:
             return None
-        names = sorted({name for c in contributions for name in c.parameters.weights})
+        names = sorted({name for c in contributions for name in c.change.weights})
         samples = [c.samples for c in contributions]
-        vectors = [
-            [*(c.parameters.weights.get(name, 0.0) for name in names), c.parameters.intercept] for c in contributions
-        ]
+        vectors = [[*(c.change.weights.get(name, 0.0) for name in names), c.change.intercept] for c in contributions]
         *averaged, intercept = fedavg(vectors, samples)
+        self.parameters = self.parameters.plus(ModelParameters(dict(zip(names, averaged, strict=True)), intercept))
         accuracy = sum(c.correct for c in contributions) / sum(samples)
         self.version += 1
         model = GlobalModel(
             version=self.version,
-            parameters=ModelParameters(dict(zip(names, averaged, strict=False)), intercept),
+            parameters=self.parameters,
             accuracy=accuracy,
             num_devices=len(contributions),
             num_updates=self.pending_updates,

@@ -6,8 +6,9 @@ the z-score of a reading against the window before it (0 until ``WARMUP`` readin
 scale-free features of the reading feed a River ``LogisticRegression`` per device, scored
 then trained (on the label when there is one, else on the z-rule; anomalies weigh
 ``POSITIVE_WEIGHT``); a round closes after ``ROUND_ROWS`` readings or ``ROUND_SECONDS`` of event
-time with the device's weights, and FedAvg averages the latest weights of each device every
-``FEDAVG_EVERY`` updates, weighted by the readings behind them.
+time with what the device learned since the round started, and every ``FEDAVG_EVERY`` updates
+FedAvg moves the global model by the mean of those changes, weighted by the readings behind
+them and by ``1/√(1 + staleness)`` (versions since the one the round started from).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ LEARNING_RATE, POSITIVE_WEIGHT, SCORE_THRESHOLD = 0.05, 5.0, 0.5
 
 
 class Model(NamedTuple):
-    """Weights as they travel: a local update's (``samples`` readings behind it) or a global model's."""
+    """Weights as they travel: a local update's change (``samples`` readings behind it, learned from
+    global ``version``) or a global model."""
 
     weights: dict[str, float]
     intercept: float
@@ -140,12 +142,13 @@ class Outcome(NamedTuple):
 class Device:
     """One device: a window per field, its River model and the round in progress."""
 
-    __slots__ = ("global_version", "model", "round_rows", "round_start", "windows")
+    __slots__ = ("base", "global_version", "model", "round_rows", "round_start", "windows")
 
     def __init__(self) -> None:
         self.windows: dict[str, Window] = {}
         self.model = linear_model.LogisticRegression(optimizer=optim.SGD(LEARNING_RATE), intercept_lr=LEARNING_RATE)
         self.global_version = 0
+        self.base = Model({}, 0.0, 0)  # what the round started from
         self.round_rows = 0
         self.round_start = 0.0
 
@@ -158,6 +161,7 @@ class Device:
                 self.model._weights = utils.VectorDict(dict(global_model.weights))  # River keeps them read-only
                 self.model.intercept = global_model.intercept
                 self.global_version = global_model.version
+                self.base = global_model
         data = message["data"]
         zs, changes, windows = [], [], []
         for name, reading in data.items() if isinstance(data, dict) else (("value", data),):
@@ -180,32 +184,42 @@ class Device:
         self.round_rows += 1
         update = None
         if self.round_rows >= ROUND_ROWS or timestamp - self.round_start >= ROUND_SECONDS:
-            update = Model(self.model.weights, self.model.intercept, self.round_rows)
+            weights, base = self.model.weights, self.base.weights
+            change = {name: w - base.get(name, 0.0) for name, w in weights.items()}
+            update = Model(change, self.model.intercept - self.base.intercept, self.round_rows, self.global_version)
+            self.base = Model(weights, self.model.intercept, 0)
             self.round_rows = 0
         return Outcome(flagged, global_flagged, update)
 
 
 class FedAvg:
-    """The latest update of each device, averaged into a new global model every ``FEDAVG_EVERY`` updates."""
+    """Every ``FEDAVG_EVERY`` updates, the global model moved by the devices' staleness-weighted changes."""
 
     def __init__(self) -> None:
-        self.latest: dict[str, Model] = {}
+        self.changes: dict[str, Model] = {}
         self.pending = 0
         self.version = 0
+        self.weights: dict[str, float] = {}
+        self.intercept = 0.0
 
     def add(self, device_id: str, update: Model) -> Model | None:
-        """Take one local update; the new global model when one is due."""
-        previous = self.latest.get(device_id)
-        samples = update.samples + (previous.samples if previous else 0)
-        self.latest[device_id] = update._replace(samples=samples)
+        """Take one local update (a change); the new global model when one is due."""
+        factor = 1.0 / math.sqrt(1 + self.version - update.version)
+        previous = self.changes.get(device_id, Model({}, 0.0, 0))
+        weights = dict(previous.weights)
+        for name, change in update.weights.items():
+            weights[name] = weights.get(name, 0.0) + factor * change
+        intercept = previous.intercept + factor * update.intercept
+        self.changes[device_id] = Model(weights, intercept, previous.samples + update.samples)
         self.pending += 1
         if self.pending < FEDAVG_EVERY:
             return None
-        updates = self.latest.values()
-        total = sum(u.samples for u in updates)
-        names = {name for u in updates for name in u.weights}
-        weights = {name: sum(u.weights.get(name, 0.0) * u.samples for u in updates) / total for name in names}
-        intercept = sum(u.intercept * u.samples for u in updates) / total
+        changes = self.changes.values()
+        total = sum(c.samples for c in changes)
+        for name in {name for c in changes for name in c.weights}:
+            mean_change = sum(c.weights.get(name, 0.0) * c.samples for c in changes) / total
+            self.weights[name] = self.weights.get(name, 0.0) + mean_change
+        self.intercept += sum(c.intercept * c.samples for c in changes) / total
         self.version += 1
-        self.latest, self.pending = {}, 0
-        return Model(weights, intercept, total, self.version)
+        self.changes, self.pending = {}, 0
+        return Model(dict(self.weights), self.intercept, total, self.version)

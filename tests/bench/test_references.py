@@ -51,16 +51,26 @@ def test_window_is_quiet_while_warming_up() -> None:
     assert window.push(1000.0)[0] > 3
 
 
-def test_fedavg_weights_by_samples_every_n_updates() -> None:
+def test_fedavg_adds_the_sample_weighted_mean_change_every_n_updates() -> None:
     fedavg = FedAvg()
-    updates = [(f"d{i % 2}", Model({"abs_z": float(i % 2)}, 0.0, 10 * (1 + i % 2))) for i in range(FEDAVG_EVERY)]
+    updates = [(f"d{i % 2}", Model({"abs_z": 0.1 * (i % 2)}, 0.0, 10 * (1 + i % 2))) for i in range(FEDAVG_EVERY)]
     models = [fedavg.add(device_id, update) for device_id, update in updates]
     assert models[:-1] == [None] * (FEDAVG_EVERY - 1)
     model = models[-1]
     assert model is not None and model.version == 1
-    # d0 and d1 sent 10 updates each: 100 and 200 samples, weights 0 and 1.
+    # d0 and d1 sent 10 updates each: 100 and 200 samples, changes adding up to 0 and 1.
     assert model.weights["abs_z"] == pytest.approx(200 / 300)
-    assert fedavg.latest == {} and fedavg.pending == 0
+    assert fedavg.changes == {} and fedavg.pending == 0
+
+
+def test_fedavg_weighs_a_change_from_an_older_version_by_its_staleness() -> None:
+    fedavg = FedAvg()
+    for _ in range(FEDAVG_EVERY):
+        model = fedavg.add("d0", Model({"abs_z": 0.5}, 0.0, 10))  # version 1: abs_z 20 × 0.5
+    for _ in range(FEDAVG_EVERY):
+        model = fedavg.add("d1", Model({"abs_z": 0.5}, 0.0, 10, version=0))  # learned from version 0
+    assert model is not None and model.version == 2
+    assert model.weights["abs_z"] == pytest.approx(10 + 10 / 2**0.5)
 
 
 def test_pyflink_job_imports_without_pyflink() -> None:

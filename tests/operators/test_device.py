@@ -93,6 +93,17 @@ def test_the_global_weights_are_the_next_rounds_starting_point():
     assert detection.global_score == pytest.approx(model.parameters.probability({"abs_z": 0.0}))
 
 
+def test_an_update_carries_what_its_round_started_from():
+    device = DeviceState("d1", SETTINGS)
+    model = global_model(version=2, intercept=-2.0)
+    results = feed(device, [1.0] * 4) + feed(device, [1.0] * 8, global_model=model, start=4)
+    first, second, third = [update for _, update in results if update is not None]
+    assert first.base == ModelParameters()  # a new device's model: no weights, intercept 0
+    assert second.base is model.parameters  # adopted at the start of the round
+    assert third.base == second.parameters  # no newer global model: it went on from its own
+    assert third.parameters.intercept < second.parameters.intercept < -2.0  # it learned "normal" all along
+
+
 def test_without_a_label_the_model_learns_the_z_rule():
     device = DeviceState("d1", SETTINGS)
     feed(device, [10.0, 10.2, 9.8, 10.1, 9.9, 10.0])

@@ -29,8 +29,20 @@ def test_inconsistent_inputs_are_refused(weights, samples, message):
         fedavg(weights, samples)
 
 
-def update(device: str, w: float, samples: int = 10, accuracy: float = 0.5, timestamp: float = 0.0) -> LocalUpdate:
-    return LocalUpdate(device, 1, 0, ModelParameters({"abs_z": w}, intercept=-w), samples, accuracy, 0.1, timestamp)
+ZERO = ModelParameters()
+
+
+def update(
+    device: str,
+    w: float,
+    samples: int = 10,
+    accuracy: float = 0.5,
+    timestamp: float = 0.0,
+    base: ModelParameters = ZERO,
+    base_version: int = 0,
+) -> LocalUpdate:
+    parameters = ModelParameters({"abs_z": w}, intercept=-w)
+    return LocalUpdate(device, 1, base_version, parameters, base, samples, accuracy, 0.1, timestamp)
 
 
 def test_a_global_model_every_n_updates_with_consecutive_versions():
@@ -41,13 +53,38 @@ def test_a_global_model_every_n_updates_with_consecutive_versions():
     assert [i for i, model in enumerate(produced) if model is not None] == [2, 5, 8]
 
 
-def test_the_latest_update_per_device_counts_with_all_its_samples():
+def test_rounds_that_started_from_the_newest_version_give_fedavg_of_their_weights():
+    aggregator = FedAvgAggregator(every_updates=2)
+    aggregator.add(update("a", 2.0))
+    first = aggregator.add(update("b", 4.0))  # both from version 0 (zeros): (2 + 4) / 2
+    assert first.parameters.weights == {"abs_z": pytest.approx(3.0)}
+    aggregator.add(update("a", 5.0, samples=30, base=first.parameters, base_version=1))
+    second = aggregator.add(update("b", 1.0, samples=10, base=first.parameters, base_version=1))
+    # Σ n·w / Σ n = (30·5 + 10·1) / 40
+    assert second.parameters.weights == {"abs_z": pytest.approx(4.0)}
+    assert second.parameters.intercept == pytest.approx(-4.0)
+
+
+def test_a_round_from_an_older_version_adds_its_change_with_the_staleness_weight():
+    aggregator = FedAvgAggregator(every_updates=1)
+    v1 = aggregator.add(update("a", 4.0))
+    v2 = aggregator.add(update("a", 6.0, base=v1.parameters, base_version=1))
+    assert v2.parameters.weights["abs_z"] == pytest.approx(6.0)
+    # b learned 0 → 0.5 from version 0, two versions ago: its weights (0.5) would drag the global
+    # model back towards version 0; its change (+0.5) counts 1/√(1 + 2)
+    v3 = aggregator.add(update("b", 0.5, base=ZERO, base_version=0))
+    assert v3.parameters.weights["abs_z"] == pytest.approx(6.0 + 0.5 / 3**0.5)
+    assert v3.parameters.intercept == pytest.approx(-6.0 - 0.5 / 3**0.5)
+
+
+def test_a_devices_rounds_since_the_last_version_add_up_with_all_their_samples():
     aggregator = FedAvgAggregator(every_updates=3)
-    aggregator.add(update("a", w=1.0, samples=10, accuracy=1.0))
-    aggregator.add(update("a", w=3.0, samples=10, accuracy=0.5))  # replaces a's weights
+    first = update("a", w=1.0, samples=10, accuracy=1.0)
+    aggregator.add(first)
+    aggregator.add(update("a", w=3.0, samples=10, accuracy=0.5, base=first.parameters))  # +2 on top of +1
     model = aggregator.add(update("b", w=0.0, samples=20, accuracy=0.25))
     assert model is not None
-    # a: weights 3.0 over 20 samples; b: 0.0 over 20 samples → 1.5
+    # a: change +3 over 20 samples; b: 0 over 20 samples → 1.5
     assert model.parameters.weights == {"abs_z": pytest.approx(1.5)}
     assert model.parameters.intercept == pytest.approx(-1.5)
     # accuracy Σ n·acc / Σ n = (10·1.0 + 10·0.5 + 20·0.25) / 40
@@ -58,11 +95,13 @@ def test_the_latest_update_per_device_counts_with_all_its_samples():
 def test_after_a_version_the_next_one_starts_empty():
     aggregator = FedAvgAggregator(every_updates=2)
     aggregator.add(update("a", 1.0))
-    aggregator.add(update("b", 1.0))
-    aggregator.add(update("c", 5.0))
-    model = aggregator.add(update("c", 7.0))
+    first = aggregator.add(update("b", 1.0))
+    c_first = update("c", 5.0, base=first.parameters, base_version=1)
+    aggregator.add(c_first)
+    model = aggregator.add(update("c", 7.0, base=c_first.parameters, base_version=1))
     assert model.version == 2
     assert model.num_devices == 1
+    # only c's changes since version 1 (1 → 5 → 7): version 1 moved by +6
     assert model.parameters.weights["abs_z"] == pytest.approx(7.0)
 
 
