@@ -103,9 +103,21 @@ class GlobalModel:
 
 @dataclass(slots=True)
 class _DeviceContribution:
-    change: ModelParameters
+    """A device's weighted changes since the last version, added up, and the samples behind them."""
+
+    weights: dict[str, float] = field(default_factory=dict)
+    intercept: float = 0.0
     samples: int = 0
     correct: float = 0.0
+
+    def add_change(self, parameters: ModelParameters, base: ModelParameters, factor: float) -> None:
+        """Add ``factor`` times the change from ``base`` to ``parameters`` (a missing weight is 0)."""
+        weights, base_weights = self.weights, base.weights
+        for name, w in parameters.weights.items():
+            weights[name] = weights.get(name, 0.0) + factor * (w - base_weights.get(name, 0.0))
+        for name in base_weights.keys() - parameters.weights.keys():
+            weights[name] = weights.get(name, 0.0) - factor * base_weights[name]
+        self.intercept += factor * (parameters.intercept - base.intercept)
 
 
 @dataclass
@@ -146,12 +158,11 @@ class FedAvgAggregator:
 
     def add(self, update: LocalUpdate) -> GlobalModel | None:
         """Take one local update; returns the next global model when one is due."""
-        change = update.parameters.minus(update.base)
         staleness = max(0, self.version - update.global_version)
         contribution = self.contributions.get(update.device_id)
         if contribution is None:
-            contribution = self.contributions[update.device_id] = _DeviceContribution(ModelParameters())
-        contribution.change = contribution.change.plus(change, factor=1.0 / math.sqrt(1 + staleness))
+            contribution = self.contributions[update.device_id] = _DeviceContribution()
+        contribution.add_change(update.parameters, update.base, factor=1.0 / math.sqrt(1 + staleness))
         contribution.samples += update.samples
         contribution.correct += update.accuracy * update.samples
         self.pending_updates += 1
@@ -171,11 +182,15 @@ class FedAvgAggregator:
         contributions = [c for c in self.contributions.values() if c.samples > 0]
         if not contributions:
             return None
-        names = sorted({name for c in contributions for name in c.change.weights})
+        current = self.parameters
+        names = sorted({name for c in contributions for name in c.weights} | current.weights.keys())
         samples = [c.samples for c in contributions]
-        vectors = [[*(c.change.weights.get(name, 0.0) for name in names), c.change.intercept] for c in contributions]
-        *averaged, intercept = fedavg(vectors, samples)
-        self.parameters = self.parameters.plus(ModelParameters(dict(zip(names, averaged, strict=True)), intercept))
+        vectors = [[*(c.weights.get(name, 0.0) for name in names), c.intercept] for c in contributions]
+        *mean_change, intercept_change = fedavg(vectors, samples)
+        self.parameters = ModelParameters(
+            {name: current.weights.get(name, 0.0) + change for name, change in zip(names, mean_change, strict=True)},
+            current.intercept + intercept_change,
+        )
         accuracy = sum(c.correct for c in contributions) / sum(samples)
         self.version += 1
         model = GlobalModel(

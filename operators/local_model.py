@@ -46,30 +46,6 @@ class ModelParameters:
     def probability(self, features: dict[str, float]) -> float:
         return sigmoid(self.logit(features))
 
-    def minus(self, base: ModelParameters) -> ModelParameters:
-        """The change from ``base`` to these parameters (a weight missing on one side is 0).
-
-        >>> ModelParameters({"abs_z": 2.5}, -1.0).minus(ModelParameters({"flat": 1.0}, -0.5))
-        ModelParameters(weights={'abs_z': 2.5, 'flat': -1.0}, intercept=-0.5)
-        """
-        names = self.weights.keys() | base.weights.keys()
-        return ModelParameters(
-            {name: self.weights.get(name, 0.0) - base.weights.get(name, 0.0) for name in sorted(names)},
-            self.intercept - base.intercept,
-        )
-
-    def plus(self, change: ModelParameters, factor: float = 1.0) -> ModelParameters:
-        """These parameters moved by ``factor`` times ``change`` (a weight missing on one side is 0).
-
-        >>> ModelParameters({"abs_z": 1.0}, -1.0).plus(ModelParameters({"flat": 2.0}, 1.0), factor=0.5)
-        ModelParameters(weights={'abs_z': 1.0, 'flat': 1.0}, intercept=-0.5)
-        """
-        names = self.weights.keys() | change.weights.keys()
-        return ModelParameters(
-            {name: self.weights.get(name, 0.0) + factor * change.weights.get(name, 0.0) for name in sorted(names)},
-            self.intercept + factor * change.intercept,
-        )
-
     def contributions(self, features: dict[str, float], top: int = 3) -> list[dict[str, float | str]]:
         """The terms that pushed this score most, largest |weight·value| first (the intercept is one)."""
         terms = [(name, x, self.weights.get(name, 0.0) * x) for name, x in features.items()]
