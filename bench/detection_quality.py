@@ -9,14 +9,14 @@ Runs the dataflow twice with ``FLEAD_SCORES=1``:
 2. *label-free*: the labels are hidden from the dataflow, so the models learn only the
    z-rule's decisions; the scores are compared with the labels afterwards.
 
-For each, precision, recall and F1 against the labels of: the z-rule alone (|z| ≥ warning),
-the local models (score > threshold), the global model (its score, once one exists), and
-``is_anomaly`` (the z-rule or the local model); and the ROC AUC of the score behind each
-rule (|z|, the local score, the global score): how well it ranks anomalous readings above
-normal ones at any threshold (0.5 is chance). Every reading is scored by the models as they
-were when it arrived, so these are the numbers of a live stream, learning included. NAB
-labels whole windows around each anomaly, so point-wise scores are low for every detector
-that reacts to single readings.
+For each, the share of readings flagged and the precision, recall and F1 against the labels
+of: the z-rule alone (|z| ≥ warning), the local models (score > threshold), the global model
+(its score, once one exists), and ``is_anomaly`` (the z-rule or the local model); and the
+ROC AUC of the score behind each rule (|z|, the local score, the global score): how well it
+ranks anomalous readings above normal ones at any threshold (0.5 is chance). Every reading
+is scored by the models as they were when it arrived, so these are the numbers of a live
+stream, learning included. NAB labels whole windows around each anomaly, so point-wise
+scores are low for every detector that reacts to single readings.
 """
 
 from __future__ import annotations
@@ -122,7 +122,10 @@ DECIDERS: dict[str, tuple[Callable[[dict], bool], Callable[[dict], float | None]
 
 
 def table(runs: dict[str, list[dict]], truth: Truth) -> list[str]:
-    lines = ["| decision | training | precision | recall | F1 | ROC AUC |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| decision | training | flagged | precision | recall | F1 | ROC AUC |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for name, (decide, score) in DECIDERS.items():
         for run, rows in runs.items():
             q = quality(rows, truth, decide)
@@ -132,7 +135,10 @@ def table(runs: dict[str, list[dict]], truth: Truth) -> list[str]:
                     [(s, truth[(r["device_id"], r["timestamp"])]) for r in rows if (s := score(r)) is not None]
                 )
             shown = "—" if auc is None else f"{auc:.3f}"
-            lines.append(f"| {name} | {run} | {q['precision']:.3f} | {q['recall']:.3f} | {q['f1']:.3f} | {shown} |")
+            flagged = f"{q['flagged'] / len(rows):.1%}"
+            lines.append(
+                f"| {name} | {run} | {flagged} | {q['precision']:.3f} | {q['recall']:.3f} | {q['f1']:.3f} | {shown} |"
+            )
     return lines
 
 

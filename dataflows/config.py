@@ -169,7 +169,7 @@ SETTINGS: tuple[Setting, ...] = (
         "FLEAD_POSITIVE_WEIGHT",
         "5",
         _positive_float,
-        "Sample weight of an anomalous reading in local training (anomalies are rare).",
+        "Training weight of a reading labelled anomalous (anomalies are rare); z-rule decisions weigh 1.",
     ),
     Setting("FLEAD_SCORE_THRESHOLD", "0.5", _probability, "A model score above this flags an anomaly."),
     Setting("FLEAD_MAX_MESSAGE_BYTES", "65536", _positive_int, "Larger messages are rejected."),

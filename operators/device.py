@@ -168,12 +168,13 @@ class DeviceState:
             self.model.parameters.contributions(features) if is_anomaly else [],
         )
 
-        target = reading.label if reading.label is not None else int(severity in Z_RULE_SEVERITIES)
+        labelled = reading.label is not None
+        target = reading.label if labelled else int(severity in Z_RULE_SEVERITIES)
         self.round_rows += 1
         self.round_last = reading.timestamp
         self.round_correct += int((score > settings.score_threshold) == bool(target))
         self.round_loss += log_loss(score, target)
-        self.model.learn(features, target)
+        self.model.learn(features, target, labelled)
 
         due = self.round_rows >= settings.round_rows or (
             settings.round_seconds > 0 and reading.timestamp - self.round_start >= settings.round_seconds

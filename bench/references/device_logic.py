@@ -4,7 +4,7 @@ Written from FLEAD's description, not imported from it, so that a reference meas
 the logic costs in plain Python and not FLEAD's own code. Per field a rolling window gives
 the z-score of a reading against the window before it (0 until ``WARMUP`` readings);
 scale-free features of the reading feed a River ``LogisticRegression`` per device, scored
-then trained (on the label when there is one, else on the z-rule; anomalies weigh
+then trained (on the label when there is one, else on the z-rule; labelled anomalies weigh
 ``POSITIVE_WEIGHT``); a round closes after ``ROUND_ROWS`` readings or ``ROUND_SECONDS`` of event
 time with what the device learned since the round started, and every ``FEDAVG_EVERY`` updates
 FedAvg moves the global model by the mean of those changes, weighted by the readings behind
@@ -180,7 +180,7 @@ class Device:
         global_flagged = global_model is not None and global_model.probability(x) > SCORE_THRESHOLD
         label = message.get("label")
         target = bool(label) if label is not None else z_flag
-        self.model.learn_one(x, target, w=POSITIVE_WEIGHT if target else 1.0)
+        self.model.learn_one(x, target, w=POSITIVE_WEIGHT if target and label is not None else 1.0)
         self.round_rows += 1
         update = None
         if self.round_rows >= ROUND_ROWS or timestamp - self.round_start >= ROUND_SECONDS:

@@ -21,7 +21,7 @@ def test_a_fleet_table_from_two_real_runs(tmp_path: Path, capsys: pytest.Capture
 
     rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()[2:]]
     assert len(rows) == 8
-    by_rule = {(row[0].lstrip("| "), row[1]): [cell.strip(" |") for cell in row[2:]] for row in rows}
+    by_rule = {(row[0].lstrip("| "), row[1]): [cell.strip(" |") for cell in row[3:]] for row in rows}
     z_rule = "z-rule alone (\\|z\\| ≥ 2.5)"
     assert by_rule[(z_rule, "labelled")] == by_rule[(z_rule, "label-free")]  # the z-rule does not learn
     assert float(by_rule[(z_rule, "labelled")][3]) > 0.55  # |z| ranks the injected anomalies above normal ones (0.62)
