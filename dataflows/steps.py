@@ -8,6 +8,7 @@ from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
+from dataflows.snapshots import Snapshot, freeze, thaw
 from dataflows.thread_state import hold_thread_state
 from operators.device import DetectionSettings
 from operators.evaluation import EvaluationAggregator
@@ -19,7 +20,7 @@ from operators.sharding import ShardBatch
 from sinks import metrics
 
 
-class ShardLogic(StatefulBatchLogic[ShardBatch | GlobalModel, ShardResult, ShardState]):
+class ShardLogic(StatefulBatchLogic[ShardBatch | GlobalModel, ShardResult, Snapshot]):
     """The device stage for one shard key.
 
     With ``idle_seconds`` (live input), the partial round of a device that has been silent
@@ -33,9 +34,9 @@ class ShardLogic(StatefulBatchLogic[ShardBatch | GlobalModel, ShardResult, Shard
 
     @classmethod
     def builder(cls, settings: DetectionSettings, emit_scores: bool, limits: MessageLimits, idle_seconds: float | None):
-        def build(resume: ShardState | None) -> ShardLogic:
+        def build(resume: Snapshot | None) -> ShardLogic:
             hold_thread_state()
-            state = resume if resume is not None else ShardState(settings, emit_scores, limits)
+            state = thaw(resume, "shard") if resume is not None else ShardState(settings, emit_scores, limits)
             return cls(state, idle_seconds)
 
         return build
@@ -70,18 +71,18 @@ class ShardLogic(StatefulBatchLogic[ShardBatch | GlobalModel, ShardResult, Shard
     def on_eof(self) -> tuple[list[ShardResult], bool]:
         return [self.state.finish()], StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> ShardState:
-        return self.state
+    def snapshot(self) -> Snapshot:
+        return freeze(self.state)
 
 
-class FedAvgLogic(StatefulBatchLogic[list[LocalUpdate], GlobalModel, FedAvgAggregator]):
+class FedAvgLogic(StatefulBatchLogic[list[LocalUpdate], GlobalModel, Snapshot]):
     def __init__(self, aggregator: FedAvgAggregator) -> None:
         self.aggregator = aggregator
 
     @classmethod
     def builder(cls, every_updates: int, every_seconds: float):
-        def build(resume: FedAvgAggregator | None) -> FedAvgLogic:
-            return cls(resume if resume is not None else FedAvgAggregator(every_updates, every_seconds))
+        def build(resume: Snapshot | None) -> FedAvgLogic:
+            return cls(thaw(resume, "fedavg") if resume is not None else FedAvgAggregator(every_updates, every_seconds))
 
         return build
 
@@ -90,18 +91,18 @@ class FedAvgLogic(StatefulBatchLogic[list[LocalUpdate], GlobalModel, FedAvgAggre
         models = [model for updates in values for update in updates if (model := add(update)) is not None]
         return models, StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> FedAvgAggregator:
-        return self.aggregator
+    def snapshot(self) -> Snapshot:
+        return freeze(self.aggregator)
 
 
-class EvaluationLogic(StatefulBatchLogic[ShardCounters, dict[str, Any], EvaluationAggregator]):
+class EvaluationLogic(StatefulBatchLogic[ShardCounters, dict[str, Any], Snapshot]):
     def __init__(self, aggregator: EvaluationAggregator) -> None:
         self.aggregator = aggregator
 
     @classmethod
     def builder(cls, shards: int):
-        def build(resume: EvaluationAggregator | None) -> EvaluationLogic:
-            return cls(resume if resume is not None else EvaluationAggregator(shards))
+        def build(resume: Snapshot | None) -> EvaluationLogic:
+            return cls(thaw(resume, "evaluation") if resume is not None else EvaluationAggregator(shards))
 
         return build
 
@@ -113,14 +114,14 @@ class EvaluationLogic(StatefulBatchLogic[ShardCounters, dict[str, Any], Evaluati
     def on_eof(self) -> tuple[list[dict[str, Any]], bool]:
         return self.aggregator.finish(), StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> EvaluationAggregator:
-        return self.aggregator
+    def snapshot(self) -> Snapshot:
+        return freeze(self.aggregator)
 
 
 SummaryInput = SourceProgress | Rejection | ShardCounters | GlobalModel
 
 
-class SummaryLogic(StatefulBatchLogic[SummaryInput, tuple[str, Any], RunTotals]):
+class SummaryLogic(StatefulBatchLogic[SummaryInput, tuple[str, Any], Snapshot]):
     """Adds up the run's totals; a progress line every few seconds, the summary at the end."""
 
     def __init__(self, totals: RunTotals, progress_seconds: float) -> None:
@@ -131,8 +132,8 @@ class SummaryLogic(StatefulBatchLogic[SummaryInput, tuple[str, Any], RunTotals])
 
     @classmethod
     def builder(cls, progress_seconds: float):
-        def build(resume: RunTotals | None) -> SummaryLogic:
-            return cls(resume if resume is not None else RunTotals(), progress_seconds)
+        def build(resume: Snapshot | None) -> SummaryLogic:
+            return cls(thaw(resume, "summary") if resume is not None else RunTotals(), progress_seconds)
 
         return build
 
@@ -172,5 +173,5 @@ class SummaryLogic(StatefulBatchLogic[SummaryInput, tuple[str, Any], RunTotals])
         summary = {**self.totals.summary(), "seconds_since_first_rows": round(elapsed, 3)}
         return [("summary", summary)], StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> RunTotals:
-        return self.totals
+    def snapshot(self) -> Snapshot:
+        return freeze(self.totals)

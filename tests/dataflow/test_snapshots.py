@@ -1,0 +1,25 @@
+import pickle
+
+import pytest
+
+from dataflows.snapshots import SNAPSHOT_FORMAT, IncompatibleSnapshot, freeze, thaw
+from operators.fedavg import FedAvgAggregator
+
+
+def test_a_state_survives_its_snapshot_as_bytewax_stores_it():
+    aggregator = FedAvgAggregator(every_updates=20, version=7)
+    resumed = thaw(pickle.loads(pickle.dumps(freeze(aggregator))), "fedavg")
+    assert resumed == aggregator
+
+
+def test_a_snapshot_of_another_format_is_refused_naming_the_step_and_both_formats():
+    state = pickle.dumps(FedAvgAggregator(every_updates=20))
+    with pytest.raises(
+        IncompatibleSnapshot, match=rf"step 'fedavg'.* format {SNAPSHOT_FORMAT + 1}.* format {SNAPSHOT_FORMAT}\b"
+    ):
+        thaw((SNAPSHOT_FORMAT + 1, state), "fedavg")
+
+
+def test_a_snapshot_from_before_formats_were_tagged_is_refused():
+    with pytest.raises(IncompatibleSnapshot, match=r"snapshot format 1, .*new store"):
+        thaw(FedAvgAggregator(every_updates=20), "fedavg")
