@@ -2,8 +2,8 @@
 
 Bytewax unpickles a step's snapshot into whatever classes this build has. A state class
 whose fields changed would load half-way, or fail in the middle of a run (a device without a
-field it needs), so each stateful step's snapshot is its state pickled on its own, tagged
-with :data:`SNAPSHOT_FORMAT`, and unpickled only when the tag matches.
+field it needs), so each stateful step's snapshot is stored as its state pickled on its own,
+tagged with :data:`SNAPSHOT_FORMAT`, and unpickled only when the tag matches.
 """
 
 from __future__ import annotations
@@ -15,26 +15,40 @@ SNAPSHOT_FORMAT = 2
 """The shape of the stateful steps' states. Raise it whenever one of their classes changes its
 fields (1: the builds before snapshots were tagged)."""
 
-Snapshot = tuple[int, bytes]
+StoredSnapshot = tuple[int, bytes]
+"""What a builder gets back from a recovery store: the format, and the state's pickle."""
+
+
+class Snapshot:
+    """A step's state as its ``snapshot()`` returns it.
+
+    Bytewax asks for snapshots at every epoch even without a recovery store, and pickles them
+    only to write one; so the state is pickled here only then, as the plain tuple
+    ``(SNAPSHOT_FORMAT, the state's pickle)`` that :func:`thaw` reads back.
+    """
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: object) -> None:
+        self.state = state
+
+    def __reduce__(self) -> tuple[type[tuple], tuple[StoredSnapshot]]:
+        return tuple, ((SNAPSHOT_FORMAT, pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)),)
 
 
 class IncompatibleSnapshot(RuntimeError):
     """A recovery store written by a build whose step states had another shape."""
 
 
-def freeze(state: object) -> Snapshot:
-    return SNAPSHOT_FORMAT, pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+def thaw(stored: object, step: str) -> Any:
+    """The state in a stored snapshot, or :class:`IncompatibleSnapshot` naming both formats.
 
-
-def thaw(snapshot: object, step: str) -> Any:
-    """The state inside ``snapshot``, or :class:`IncompatibleSnapshot` naming both formats.
-
-    >>> thaw(freeze({"rows": 3}), "summary")
+    >>> thaw(pickle.loads(pickle.dumps(Snapshot({"rows": 3}))), "summary")
     {'rows': 3}
     """
-    if isinstance(snapshot, tuple) and len(snapshot) == 2 and snapshot[0] == SNAPSHOT_FORMAT:
-        return pickle.loads(snapshot[1])
-    found = snapshot[0] if isinstance(snapshot, tuple) and snapshot and isinstance(snapshot[0], int) else 1
+    if isinstance(stored, tuple) and len(stored) == 2 and stored[0] == SNAPSHOT_FORMAT:
+        return pickle.loads(stored[1])
+    found = stored[0] if isinstance(stored, tuple) and stored and isinstance(stored[0], int) else 1
     raise IncompatibleSnapshot(
         f"cannot resume step {step!r} from this recovery store: it was written by a FLEAD build with "
         f"snapshot format {found}, and this build reads format {SNAPSHOT_FORMAT}. Resume with the build "

@@ -8,7 +8,7 @@ from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
-from dataflows.snapshots import Snapshot, freeze, thaw
+from dataflows.snapshots import Snapshot, StoredSnapshot, thaw
 from dataflows.thread_state import hold_thread_state
 from operators.device import DetectionSettings
 from operators.evaluation import EvaluationAggregator
@@ -34,7 +34,7 @@ class ShardLogic(StatefulBatchLogic[ShardBatch | GlobalModel, ShardResult, Snaps
 
     @classmethod
     def builder(cls, settings: DetectionSettings, emit_scores: bool, limits: MessageLimits, idle_seconds: float | None):
-        def build(resume: Snapshot | None) -> ShardLogic:
+        def build(resume: StoredSnapshot | None) -> ShardLogic:
             hold_thread_state()
             state = thaw(resume, "shard") if resume is not None else ShardState(settings, emit_scores, limits)
             return cls(state, idle_seconds)
@@ -72,7 +72,7 @@ class ShardLogic(StatefulBatchLogic[ShardBatch | GlobalModel, ShardResult, Snaps
         return [self.state.finish()], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> Snapshot:
-        return freeze(self.state)
+        return Snapshot(self.state)
 
 
 class FedAvgLogic(StatefulBatchLogic[list[LocalUpdate], GlobalModel, Snapshot]):
@@ -81,7 +81,7 @@ class FedAvgLogic(StatefulBatchLogic[list[LocalUpdate], GlobalModel, Snapshot]):
 
     @classmethod
     def builder(cls, every_updates: int, every_seconds: float):
-        def build(resume: Snapshot | None) -> FedAvgLogic:
+        def build(resume: StoredSnapshot | None) -> FedAvgLogic:
             return cls(thaw(resume, "fedavg") if resume is not None else FedAvgAggregator(every_updates, every_seconds))
 
         return build
@@ -92,7 +92,7 @@ class FedAvgLogic(StatefulBatchLogic[list[LocalUpdate], GlobalModel, Snapshot]):
         return models, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> Snapshot:
-        return freeze(self.aggregator)
+        return Snapshot(self.aggregator)
 
 
 class EvaluationLogic(StatefulBatchLogic[ShardCounters, dict[str, Any], Snapshot]):
@@ -101,7 +101,7 @@ class EvaluationLogic(StatefulBatchLogic[ShardCounters, dict[str, Any], Snapshot
 
     @classmethod
     def builder(cls, shards: int):
-        def build(resume: Snapshot | None) -> EvaluationLogic:
+        def build(resume: StoredSnapshot | None) -> EvaluationLogic:
             return cls(thaw(resume, "evaluation") if resume is not None else EvaluationAggregator(shards))
 
         return build
@@ -115,7 +115,7 @@ class EvaluationLogic(StatefulBatchLogic[ShardCounters, dict[str, Any], Snapshot
         return self.aggregator.finish(), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> Snapshot:
-        return freeze(self.aggregator)
+        return Snapshot(self.aggregator)
 
 
 SummaryInput = SourceProgress | Rejection | ShardCounters | GlobalModel
@@ -132,7 +132,7 @@ class SummaryLogic(StatefulBatchLogic[SummaryInput, tuple[str, Any], Snapshot]):
 
     @classmethod
     def builder(cls, progress_seconds: float):
-        def build(resume: Snapshot | None) -> SummaryLogic:
+        def build(resume: StoredSnapshot | None) -> SummaryLogic:
             return cls(thaw(resume, "summary") if resume is not None else RunTotals(), progress_seconds)
 
         return build
@@ -174,4 +174,4 @@ class SummaryLogic(StatefulBatchLogic[SummaryInput, tuple[str, Any], Snapshot]):
         return [("summary", summary)], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> Snapshot:
-        return freeze(self.totals)
+        return Snapshot(self.totals)
