@@ -61,10 +61,12 @@ def build_flow(settings: Settings) -> Dataflow:
     kafka = settings.kafka
 
     # Input: readings (grouped by shard), rejections, read counts, global models coming back.
+    newest_global = None
     if settings.reads_kafka:
-        from dataflows.kafka_io import GlobalModelSource, telemetry_input
+        from dataflows.kafka_io import GlobalModelSource, newest_global_model, telemetry_input
 
         items = telemetry_input(flow, kafka, settings.limits, settings.batch_size)
+        newest_global = newest_global_model(kafka)
     else:
         items = op.input("telemetry", flow, replay_source(settings))
     routed = op.flat_map_batch("by_shard", items, lambda batch: route_by_shard(batch, keys))
@@ -109,7 +111,7 @@ def build_flow(settings: Settings) -> Dataflow:
         op.stateful_batch(
             "fedavg",
             op.key_on("federation", local_updates, lambda _: "federation"),
-            FedAvgLogic.builder(settings.fedavg_updates, settings.fedavg_seconds),
+            FedAvgLogic.builder(settings.fedavg_updates, settings.fedavg_seconds, newest_global),
         ),
     )
     if not settings.reads_kafka:

@@ -77,6 +77,43 @@ def ensure_topics(kafka: KafkaSettings, existing: set[str]) -> None:
                 raise BrokersUnreachable(f"cannot create Kafka topic {topic}: {exc.args[0].str()}") from None
 
 
+def newest_global_model(kafka: KafkaSettings) -> GlobalModel | None:
+    """The newest global model on ``FLEAD_TOPIC_GLOBAL_MODELS`` (``None`` on an empty topic).
+
+    A dataflow that starts without recovery state continues the federation from it. From
+    version 0 its versions would repeat ones already on the topic and in the tables (where the
+    first copy of a version is kept), and every shard would ignore them as old until they
+    passed the newest. Within a partition versions only grow, so the newest is the largest
+    of the partitions' last messages.
+    """
+    topic = kafka.global_models_topic
+    config = {**kafka.client_config(), "group.id": "flead-newest-global-model", "enable.auto.commit": "false"}
+    consumer = Consumer(config)
+    newest = None
+    try:
+        partitions = consumer.list_topics(topic, timeout=kafka.connect_seconds).topics[topic].partitions or {}
+        for index in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, index), timeout=kafka.connect_seconds)
+            if high <= low:
+                continue
+            consumer.assign([TopicPartition(topic, index, high - 1)])
+            message = consumer.poll(kafka.connect_seconds)
+            if message is None or message.error() is not None:
+                raise BrokersUnreachable(f"cannot read the newest global model from {topic} partition {index}")
+            try:
+                model = GlobalModel.from_row(orjson.loads(message.value()))
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("ignoring an unreadable global model at %s offset %d: %s", topic, high - 1, exc)
+                continue
+            if newest is None or model.version > newest.version:
+                newest = model
+    finally:
+        consumer.close()
+    if newest is not None:
+        log.info("continuing the federation after global version %d, the newest on %s", newest.version, topic)
+    return newest
+
+
 def kafka_source_name(message: KafkaSourceMessage) -> str:
     return f"kafka:{message.topic}:{message.partition}:{message.offset}"
 

@@ -80,9 +80,16 @@ class FedAvgLogic(StatefulBatchLogic[list[LocalUpdate], GlobalModel, Snapshot]):
         self.aggregator = aggregator
 
     @classmethod
-    def builder(cls, every_updates: int, every_seconds: float):
+    def builder(cls, every_updates: int, every_seconds: float, continue_from: GlobalModel | None = None):
+        """``continue_from``: the newest global model made before this run, for a start without recovery state."""
+
         def build(resume: StoredSnapshot | None) -> FedAvgLogic:
-            return cls(thaw(resume, "fedavg") if resume is not None else FedAvgAggregator(every_updates, every_seconds))
+            if resume is not None:
+                return cls(thaw(resume, "fedavg"))
+            aggregator = FedAvgAggregator(every_updates, every_seconds)
+            if continue_from is not None:
+                aggregator.adopt(continue_from)
+            return cls(aggregator)
 
         return build
 

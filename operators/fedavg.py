@@ -172,6 +172,17 @@ class FedAvgAggregator:
             return self.aggregate(update.timestamp)
         return None
 
+    def adopt(self, model: GlobalModel) -> None:
+        """Go on from ``model`` when it is newer than this aggregator's newest version.
+
+        For a dataflow that starts without recovery state while earlier versions exist (read
+        back from the global-models topic): the next version is ``model.version + 1``, moved
+        from ``model``'s weights.
+        """
+        if model.version > self.version:
+            self.version = model.version
+            self.parameters = model.parameters
+
     def _due(self, now: float) -> bool:
         if self.every_updates and self.pending_updates >= self.every_updates:
             return True

@@ -248,3 +248,21 @@ def parse_metrics(text: str) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             metrics[name] = float(value)
     return metrics
+
+
+def test_a_restart_without_recovery_state_goes_on_from_the_newest_global_model(kafka, nab_sample, tmp_path):
+    topics = topics_env(kafka)
+    produce(nab_sample, tmp_path / "producer", topics)
+    first = run_from_kafka(tmp_path / "first", topics)
+    models_after_first = rows(consume(kafka.bootstrap, topics["FLEAD_TOPIC_GLOBAL_MODELS"]))
+    newest = max(models_after_first, key=lambda m: m["global_version"])
+    assert newest["global_version"] == first["global_versions"] > 0
+
+    second = run_from_kafka(tmp_path / "second", topics)  # no recovery store: reads the telemetry again
+    later = rows(consume(kafka.bootstrap, topics["FLEAD_TOPIC_GLOBAL_MODELS"]))[len(models_after_first) :]
+    assert later
+    # versions go on after the first run's newest instead of repeating 1, 2, …
+    assert [m["global_version"] for m in later] == list(
+        range(newest["global_version"] + 1, newest["global_version"] + 1 + len(later))
+    )
+    assert second["global_versions"] == newest["global_version"] + len(later)  # the newest version made

@@ -1,6 +1,6 @@
 import pytest
 
-from operators.fedavg import FedAvgAggregator, LocalUpdate, fedavg
+from operators.fedavg import FedAvgAggregator, GlobalModel, LocalUpdate, fedavg
 from operators.local_model import ModelParameters
 
 
@@ -123,3 +123,15 @@ def test_a_model_survives_its_row_form():
 def test_no_trigger_at_all_is_refused():
     with pytest.raises(ValueError, match="at least one"):
         FedAvgAggregator(every_updates=0, every_seconds=0)
+
+
+def test_an_aggregator_goes_on_from_a_newer_version_it_adopts():
+    aggregator = FedAvgAggregator(every_updates=1)
+    earlier = ModelParameters({"abs_z": 2.0}, intercept=-3.0)
+    aggregator.adopt(GlobalModel(41, earlier, 0.9, 5, 20, 100, 0.0))
+    aggregator.adopt(GlobalModel(7, ZERO, 0.5, 1, 1, 1, 0.0))  # older: ignored
+    # a device that started from version 41 and learned +0.5 on abs_z
+    model = aggregator.add(LocalUpdate("a", 1, 41, ModelParameters({"abs_z": 2.5}, -3.0), earlier, 10, 1.0, 0.1, 0.0))
+    assert model.version == 42
+    assert model.parameters.weights == {"abs_z": pytest.approx(2.5)}
+    assert model.parameters.intercept == pytest.approx(-3.0)
