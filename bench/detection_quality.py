@@ -28,10 +28,11 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+
+from operators.messages import iso_timestamp, parse_timestamp
 
 REPO = Path(__file__).resolve().parents[1]
 NAB = REPO / "data" / "nab"
@@ -46,8 +47,7 @@ def nab_labels() -> Truth:
         device = path.relative_to(NAB).with_suffix("").as_posix()
         with path.open() as handle:
             for row in csv.DictReader(handle):
-                stamp = datetime.fromisoformat(row["timestamp"]).replace(tzinfo=UTC)
-                found[(device, _iso(stamp))] = int(row["label"])
+                found[(device, iso_timestamp(parse_timestamp(row["timestamp"])))] = int(row["label"])
     return found
 
 
@@ -55,12 +55,8 @@ def fleet_labels(path: Path) -> Truth:
     found = {}
     for line in path.read_bytes().splitlines():
         record = orjson.loads(line)
-        found[(record["device_id"], _iso(datetime.fromisoformat(record["timestamp"])))] = int(record["label"])
+        found[(record["device_id"], iso_timestamp(parse_timestamp(record["timestamp"])))] = int(record["label"])
     return found
-
-
-def _iso(stamp: datetime) -> str:
-    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def scores(source: Path, **settings: str) -> list[dict]:
