@@ -18,7 +18,7 @@ import orjson
 from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -100,18 +100,23 @@ def newest_global_model(kafka: KafkaSettings) -> GlobalModel | None:
             message = consumer.poll(kafka.connect_seconds)
             if message is None or message.error() is not None:
                 raise BrokersUnreachable(f"cannot read the newest global model from {topic} partition {index}")
-            try:
-                model = GlobalModel.from_row(orjson.loads(message.value()))
-            except (ValueError, KeyError, TypeError) as exc:
-                log.error("ignoring an unreadable global model at %s offset %d: %s", topic, high - 1, exc)
-                continue
-            if newest is None or model.version > newest.version:
+            model = _global_model(message)
+            if model is not None and (newest is None or model.version > newest.version):
                 newest = model
     finally:
         consumer.close()
     if newest is not None:
         log.info("continuing the federation after global version %d, the newest on %s", newest.version, topic)
     return newest
+
+
+def _global_model(message: Message) -> GlobalModel | None:
+    """A global model from its topic's message; ``None`` (logged) when it cannot be read."""
+    try:
+        return GlobalModel.from_row(orjson.loads(message.value()))
+    except (ValueError, KeyError, TypeError) as exc:
+        log.error("ignoring an unreadable global model at %s offset %d: %s", message.topic(), message.offset(), exc)
+        return None
 
 
 def kafka_source_name(message: KafkaSourceMessage) -> str:
@@ -182,10 +187,8 @@ class _GlobalModelPartition(StatefulSourcePartition[GlobalModel, int]):
                     continue
                 raise RuntimeError(f"reading {self.topic}: {error}")
             self.offset = message.offset() + 1
-            try:
-                models.append(GlobalModel.from_row(orjson.loads(message.value())))
-            except (ValueError, KeyError, TypeError) as exc:
-                log.error("ignoring an unreadable global model at %s offset %d: %s", self.topic, message.offset(), exc)
+            if (model := _global_model(message)) is not None:
+                models.append(model)
         if models or self.stop_when_idle is None:
             self.idle_since = None
             return models
