@@ -55,18 +55,17 @@ def of_type(step_id: str, stream: Stream[Any], kind: type) -> Stream[Any]:
     return op.filter(step_id, stream, lambda item: isinstance(item, kind))
 
 
-def build_flow(settings: Settings) -> Dataflow:
+def build_flow(settings: Settings, continue_from: GlobalModel | None = None) -> Dataflow:
+    """The dataflow; ``continue_from`` is the newest global model made before this run, if any."""
     flow = Dataflow("flead")
     keys = shard_keys(settings.shards)
     kafka = settings.kafka
 
     # Input: readings (grouped by shard), rejections, read counts, global models coming back.
-    newest_global = None
     if settings.reads_kafka:
-        from dataflows.kafka_io import GlobalModelSource, newest_global_model, telemetry_input
+        from dataflows.kafka_io import GlobalModelSource, telemetry_input
 
         items = telemetry_input(flow, kafka, settings.limits, settings.batch_size)
-        newest_global = newest_global_model(kafka)
     else:
         items = op.input("telemetry", flow, replay_source(settings))
     routed = op.flat_map_batch("by_shard", items, lambda batch: route_by_shard(batch, keys))
@@ -111,7 +110,7 @@ def build_flow(settings: Settings) -> Dataflow:
         op.stateful_batch(
             "fedavg",
             op.key_on("federation", local_updates, lambda _: "federation"),
-            FedAvgLogic.builder(settings.fedavg_updates, settings.fedavg_seconds, newest_global),
+            FedAvgLogic.builder(settings.fedavg_updates, settings.fedavg_seconds, continue_from),
         ),
     )
     if not settings.reads_kafka:
@@ -245,9 +244,19 @@ def prepare(settings: Settings) -> None:
         prepare_database(settings.database.url, settings.database.compress_after, settings.database.retain_for)
 
 
+def earlier_global_model(settings: Settings) -> GlobalModel | None:
+    """With Kafka input, the newest global model already on its topic, for FedAvg to go on from
+    (a replay starts its loopback afresh, or resumes it with its recovery state)."""
+    if not settings.reads_kafka:
+        return None
+    from dataflows.kafka_io import newest_global_model
+
+    return newest_global_model(settings.kafka)
+
+
 def prepared_flow(settings: Settings) -> Dataflow:
     prepare(settings)
-    return build_flow(settings)
+    return build_flow(settings, earlier_global_model(settings))
 
 
 def __getattr__(name: str) -> Dataflow:
