@@ -7,7 +7,7 @@ from typing import Any
 
 from operators.features import reading_features
 from operators.fedavg import GlobalModel, LocalUpdate
-from operators.local_model import LocalModel, ModelParameters, log_loss
+from operators.local_model import LocalModel, ModelParameters, log_loss, sigmoid
 from operators.messages import Telemetry, iso_timestamp
 from operators.rolling_stats import RollingStats
 
@@ -150,7 +150,8 @@ class DeviceState:
         # The score is the device's own model: it started this round from the newest global
         # model and has learned from this device's readings since. The global model's score
         # is what the live evaluation measures.
-        score = self.model.probability(features)
+        logit = self.model.logit(features)
+        score = sigmoid(logit)
         global_score = global_model.parameters.probability(features) if global_model is not None else None
         # Before any field has a warm window the features carry no information: no model flags.
         is_anomaly = severity is not None or (warmed_up and score > settings.score_threshold)
@@ -174,7 +175,7 @@ class DeviceState:
         self.round_last = reading.timestamp
         self.round_correct += int((score > settings.score_threshold) == bool(target))
         self.round_loss += log_loss(score, target)
-        self.model.learn(features, target, labelled)
+        self.model.learn(features, target, labelled, logit)
 
         due = self.round_rows >= settings.round_rows or (
             settings.round_seconds > 0 and reading.timestamp - self.round_start >= settings.round_seconds

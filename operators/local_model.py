@@ -107,19 +107,51 @@ class LocalModel:
         self.__init__(learning_rate, positive_weight)
         self.load(ModelParameters(weights, intercept))
 
+    def logit(self, features: dict[str, float]) -> float:
+        return self._model._raw_dot_one(features)
+
     def probability(self, features: dict[str, float]) -> float:
         # predict_proba_one's result dict costs more than the dot product it wraps (hot path).
         return sigmoid(self._model._raw_dot_one(features))
 
-    def learn(self, features: dict[str, float], target: int, labelled: bool = True) -> None:
+    def learn(self, features: dict[str, float], target: int, labelled: bool = True, logit: float | None = None) -> None:
         """One SGD step towards ``target``: a label, or (``labelled=False``) the z-rule's decision.
 
         Only a label's anomaly weighs ``positive_weight``. The z-rule's decision is already
         what the model is to imitate; weighted up, it would shift the model's boundary below
         the rule's, and the model would flag a band of readings the rule itself calls normal
         (on the benchmark fleet a fifth of all readings, against the rule's 4.7 %).
+
+        ``logit`` is what :meth:`logit` gives for ``features`` now, when the caller has just
+        scored them: the step needs it, and it is the costliest part to compute again.
+
+        This is River's ``learn_one`` for this model (log loss, plain SGD, a constant rate,
+        no regularization) done in place: the same operations on the same numbers, so the
+        weights come out bit for bit the same (a test holds it to ``learn_one``), at a third
+        of its time. ``learn_one`` builds a masked copy of the weights, a gradient vector and
+        a loss object call for every reading, and on the hot path that was a tenth of a
+        replay.
         """
-        self._model.learn_one(features, bool(target), w=self.positive_weight if target and labelled else 1.0)
+        model = self._model
+        if logit is None:
+            logit = model._raw_dot_one(features)
+        # river.optim.losses.Log.gradient, with the label as ±1
+        sign = 1 if target else -1
+        margin = logit * sign
+        if margin > 18.0:
+            gradient = math.exp(-margin) * -sign
+        elif margin < -18.0:
+            gradient = float(-sign)
+        else:
+            gradient = -sign / (math.exp(margin) + 1.0)
+        gradient *= self.positive_weight if target and labelled else 1.0
+        clip = model.clip_gradient
+        gradient = max(-clip, min(clip, gradient))
+        rate = self.learning_rate
+        weights = model._weights
+        for name, x in features.items():
+            weights[name] = weights.get(name, 0.0) - (x * gradient) * rate
+        model.intercept -= rate * gradient
 
     @property
     def parameters(self) -> ModelParameters:
