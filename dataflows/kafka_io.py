@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import bytewax.connectors.kafka.operators as kop
 import bytewax.operators as op
@@ -28,6 +29,8 @@ from operators.messages import MessageLimits, Rejection, Telemetry, decode_messa
 from operators.run_totals import SourceProgress
 
 log = logging.getLogger("flead.kafka")
+
+T = TypeVar("T")
 
 
 class BrokersUnreachable(RuntimeError):
@@ -89,25 +92,58 @@ def newest_global_model(kafka: KafkaSettings) -> GlobalModel | None:
     topic = kafka.global_models_topic
     config = {**kafka.client_config(), "group.id": "flead-newest-global-model", "enable.auto.commit": "false"}
     consumer = Consumer(config)
-    newest = None
     try:
-        partitions = consumer.list_topics(topic, timeout=kafka.connect_seconds).topics[topic].partitions or {}
-        for index in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, index), timeout=kafka.connect_seconds)
-            if high <= low:
-                continue
-            consumer.assign([TopicPartition(topic, index, high - 1)])
-            message = consumer.poll(kafka.connect_seconds)
-            if message is None or message.error() is not None:
-                raise BrokersUnreachable(f"cannot read the newest global model from {topic} partition {index}")
-            model = _global_model(message)
-            if model is not None and (newest is None or model.version > newest.version):
-                newest = model
+        newest = retry_until_partitions_ready(lambda: _newest_global_model(consumer, kafka), kafka.connect_seconds)
+    except KafkaException as exc:
+        raise BrokersUnreachable(f"cannot read the newest global model from {topic}: {exc.args[0].str()}") from None
     finally:
         consumer.close()
     if newest is not None:
         log.info("continuing the federation after global version %d, the newest on %s", newest.version, topic)
     return newest
+
+
+def _newest_global_model(consumer: Consumer, kafka: KafkaSettings) -> GlobalModel | None:
+    topic = kafka.global_models_topic
+    newest = None
+    partitions = consumer.list_topics(topic, timeout=kafka.connect_seconds).topics[topic].partitions or {}
+    for index in partitions:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, index), timeout=kafka.connect_seconds)
+        if high <= low:
+            continue
+        consumer.assign([TopicPartition(topic, index, high - 1)])
+        message = consumer.poll(kafka.connect_seconds)
+        if message is None:
+            raise BrokersUnreachable(f"no answer reading the newest global model from {topic} partition {index}")
+        if message.error() is not None:
+            raise KafkaException(message.error())
+        model = _global_model(message)
+        if model is not None and (newest is None or model.version > newest.version):
+            newest = model
+    return newest
+
+
+PARTITION_NOT_READY = frozenset(
+    {
+        ConfluentKafkaError.NOT_LEADER_FOR_PARTITION,
+        ConfluentKafkaError.LEADER_NOT_AVAILABLE,
+        ConfluentKafkaError.UNKNOWN_TOPIC_OR_PART,
+    }
+)
+"""Errors of a partition whose leader is still being chosen: a topic created a moment ago
+(by this start-up, or by another process of the same dataflow), or a broker that failed over."""
+
+
+def retry_until_partitions_ready(read: Callable[[], T], seconds: float, pause: float = 0.1) -> T:
+    """``read()``, again while it fails with :data:`PARTITION_NOT_READY` for up to ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return read()
+        except KafkaException as exc:
+            if exc.args[0].code() not in PARTITION_NOT_READY or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
 
 
 def _global_model(message: Message) -> GlobalModel | None:
