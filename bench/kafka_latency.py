@@ -44,21 +44,32 @@ def _env(kafka: KafkaServer, suffix: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def _bytewax(module: str, env: dict[str, str], wait: bool = True, output: bool = False) -> subprocess.Popen:
-    """Runs a dataflow; its standard error goes to a file so that a full pipe never blocks it."""
-    errors = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives as long as the process
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bytewax.run", module],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE if output else subprocess.DEVNULL,
-        stderr=errors,
-        text=True,
-    )
-    if wait and process.wait() != 0:
-        errors.seek(0)
-        raise RuntimeError(f"{module} failed: {errors.read()[-2000:]}")
-    return process
+class _Dataflow(subprocess.Popen):
+    """A ``bytewax.run`` of ``module``; its standard error goes to a file so that a full pipe never blocks it."""
+
+    def __init__(self, module: str, env: dict[str, str]) -> None:
+        self.module = module
+        self.error_file = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives as long as the process
+        super().__init__(
+            [sys.executable, "-m", "bytewax.run", module],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=self.error_file,
+            text=True,
+        )
+
+    def check(self) -> None:
+        """Raise, with the end of its standard error, if it has exited with an error."""
+        if self.poll():
+            self.error_file.seek(0)
+            raise RuntimeError(f"{self.module} exited with {self.returncode}: {self.error_file.read()[-2000:]}")
+
+
+def _run_to_end(module: str, env: dict[str, str]) -> None:
+    dataflow = _Dataflow(module, env)
+    dataflow.wait()
+    dataflow.check()
 
 
 def _metrics(port: int) -> dict[str, float]:
@@ -129,7 +140,7 @@ def _high_watermark(consumer: Consumer, topic: str) -> int:
     return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)
 
 
-def _start_flead(kafka: KafkaServer, suffix: str, out_dir: str) -> tuple[subprocess.Popen, int]:
+def _start_flead(kafka: KafkaServer, suffix: str, out_dir: str) -> tuple[_Dataflow, int]:
     """FLEAD reading ``telemetry-<suffix>``, with its ``/metrics`` on a free port."""
     port = free_port()
     env = _env(
@@ -140,7 +151,7 @@ def _start_flead(kafka: KafkaServer, suffix: str, out_dir: str) -> tuple[subproc
         BYTEWAX_DATAFLOW_API_ENABLED="1",
         BYTEWAX_DATAFLOW_API_PORT=str(port),
     )
-    return _bytewax("dataflows.flead", env, wait=False), port
+    return _Dataflow("dataflows.flead", env), port
 
 
 def _offer(kafka: KafkaServer, fleet: Path, records: int, rate: float, out_dir: Path) -> dict[str, Any]:
@@ -153,6 +164,7 @@ def _offer(kafka: KafkaServer, fleet: Path, records: int, rate: float, out_dir: 
     flead, port = _start_flead(kafka, suffix, str(out_dir / suffix))
     while not _metrics(port) and flead.poll() is None:
         time.sleep(0.2)
+    flead.check()  # a FLEAD that did not start would read as "processed nothing": not sustained
     topic = f"telemetry-{suffix}"
     producer = subprocess.Popen(
         [sys.executable, "-m", "bench.paced_producer", str(fleet), topic, kafka.bootstrap, f"{rate:.0f}"],
@@ -168,6 +180,7 @@ def _offer(kafka: KafkaServer, fleet: Path, records: int, rate: float, out_dir: 
         written = _high_watermark(watermarks, topic)
         if first_written is None and written:
             first_written = (time.monotonic(), written)
+        flead.check()
         lags.append(int(written - _processed(_metrics(port))))
     production_end = time.monotonic()
     written = _high_watermark(watermarks, topic)
@@ -196,7 +209,7 @@ def _offer(kafka: KafkaServer, fleet: Path, records: int, rate: float, out_dir: 
 def _backfill(kafka: KafkaServer, fleet: Path, records: int, out: str, progress: Callable[[str], None]) -> float:
     suffix = uuid.uuid4().hex[:6]
     progress("kafka: producing the fleet for the back-fill")
-    _bytewax("dataflows.producer", _env(kafka, suffix, FLEAD_INPUT=str(fleet), FLEAD_OUT_DIR=out))
+    _run_to_end("dataflows.producer", _env(kafka, suffix, FLEAD_INPUT=str(fleet), FLEAD_OUT_DIR=out))
     progress("kafka: back-fill")
     flead, port = _start_flead(kafka, suffix, out)
     first = done = None
@@ -208,6 +221,7 @@ def _backfill(kafka: KafkaServer, fleet: Path, records: int, out: str, progress:
         if processed >= records:
             done = now
         time.sleep(0.1)
+    flead.check()
     flead.terminate()
     flead.wait(30)
     if first is None or done is None:
