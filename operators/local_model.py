@@ -108,11 +108,11 @@ class LocalModel:
         self.load(ModelParameters(weights, intercept))
 
     def logit(self, features: dict[str, float]) -> float:
+        # predict_proba_one's result dict costs more than the dot product it wraps (hot path).
         return self._model._raw_dot_one(features)
 
     def probability(self, features: dict[str, float]) -> float:
-        # predict_proba_one's result dict costs more than the dot product it wraps (hot path).
-        return sigmoid(self._model._raw_dot_one(features))
+        return sigmoid(self.logit(features))
 
     def learn(self, features: dict[str, float], target: int, labelled: bool = True, logit: float | None = None) -> None:
         """One SGD step towards ``target``: a label, or (``labelled=False``) the z-rule's decision.
