@@ -1,10 +1,12 @@
+from collections.abc import Callable
+
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from dataflows.kafka_io import retry_until_partitions_ready
 
 
-def failing(codes: list[int], result: str = "read") -> tuple[list[int], object]:
+def failing(codes: list[int], result: str = "read") -> tuple[list[int], Callable[[], str]]:
     """A read that fails with each of ``codes`` in turn, then returns ``result``; and its calls."""
     calls: list[int] = []
 

@@ -38,7 +38,7 @@ def test_a_step_is_rivers_learn_one_bit_for_bit():
         features = {name: rng.gauss(0.0, scale) for name in names[: 2 + step % 5]}  # new names appear
         target, labelled = int(rng.random() < 0.2), rng.random() < 0.5
         logit = local.logit(features)
-        margins_seen.add("over 18" if abs(logit) > 18 else "within 18")
+        margins_seen.add("above 18" if logit > 18 else "below -18" if logit < -18 else "within ±18")
         if step % 2:
             local.learn(features, target, labelled, logit)
         else:
@@ -46,4 +46,4 @@ def test_a_step_is_rivers_learn_one_bit_for_bit():
         river_model.learn_one(features, bool(target), w=positive_weight if target and labelled else 1.0)
         assert local.parameters.weights == river_model.weights, f"step {step}"
         assert local.parameters.intercept == river_model.intercept, f"step {step}"
-    assert margins_seen == {"over 18", "within 18"}
+    assert margins_seen == {"above 18", "below -18", "within ±18"}
