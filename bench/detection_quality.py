@@ -17,6 +17,10 @@ ranks anomalous readings above normal ones at any threshold (0.5 is chance). Eve
 is scored by the models as they were when it arrived, so these are the numbers of a live
 stream, learning included. NAB labels whole windows around each anomaly, so point-wise
 scores are low for every detector that reacts to single readings.
+
+A second table follows the global model through the run: its ROC AUC over each fifth of the
+readings in event-time order, beside |z|'s, which does not learn. A federation that learns
+ranks better fifth by fifth.
 """
 
 from __future__ import annotations
@@ -108,6 +112,11 @@ def roc_auc(scored: list[tuple[float, int]]) -> float | None:
     return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
 
 
+def score_auc(rows: list[dict], truth: Truth, score: Callable[[dict], float | None]) -> float | None:
+    """ROC AUC of ``score`` against the labels, over the rows that have one."""
+    return roc_auc([(s, truth[(r["device_id"], r["timestamp"])]) for r in rows if (s := score(r)) is not None])
+
+
 DECIDERS: dict[str, tuple[Callable[[dict], bool], Callable[[dict], float | None] | None]] = {
     "z-rule alone (\\|z\\| ≥ 2.5)": (lambda r: r["severity"] in ("warning", "critical"), lambda r: abs(r["z_score"])),
     "local models (score > 0.5)": (lambda r: r["score"] > 0.5, lambda r: r["score"]),
@@ -125,16 +134,45 @@ def table(runs: dict[str, list[dict]], truth: Truth) -> list[str]:
     for name, (decide, score) in DECIDERS.items():
         for run, rows in runs.items():
             q = quality(rows, truth, decide)
-            auc = None
-            if score is not None:
-                auc = roc_auc(
-                    [(s, truth[(r["device_id"], r["timestamp"])]) for r in rows if (s := score(r)) is not None]
-                )
+            auc = None if score is None else score_auc(rows, truth, score)
             shown = "—" if auc is None else f"{auc:.3f}"
             flagged = f"{q['flagged'] / len(rows):.1%}"
             lines.append(
                 f"| {name} | {run} | {flagged} | {q['precision']:.3f} | {q['recall']:.3f} | {q['f1']:.3f} | {shown} |"
             )
+    return lines
+
+
+def auc_by_period(
+    rows: list[dict], truth: Truth, score: Callable[[dict], float | None], periods: int
+) -> list[float | None]:
+    """ROC AUC of ``score`` over each of ``periods`` equal runs of readings in event-time order."""
+    ordered = sorted(rows, key=lambda r: r["timestamp"])  # one ISO-8601 UTC form: text order is time order
+    found = []
+    for period in range(periods):
+        part = ordered[period * len(ordered) // periods : (period + 1) * len(ordered) // periods]
+        found.append(score_auc(part, truth, score))
+    return found
+
+
+PERIODS = 5
+
+
+def global_model_over_time(runs: dict[str, list[dict]], truth: Truth) -> list[str]:
+    """Whether the federation learns: the global model's ROC AUC over each fifth of the run,
+    beside |z|'s (which does not learn). Each reading is scored by the version of the moment."""
+    columns = {
+        f"global model, {run}": auc_by_period(rows, truth, lambda r: r["global_score"], PERIODS)
+        for run, rows in runs.items()
+    }
+    columns["\\|z\\|"] = auc_by_period(next(iter(runs.values())), truth, lambda r: abs(r["z_score"]), PERIODS)
+    lines = [
+        "| ROC AUC by fifth of the run | " + " | ".join(columns) + " |",
+        "| --- |" + " ---: |" * len(columns),
+    ]
+    for period in range(PERIODS):
+        cells = ["—" if (auc := column[period]) is None else f"{auc:.3f}" for column in columns.values()]
+        lines.append(f"| {period + 1} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -148,6 +186,8 @@ def main(argv: list[str] | None = None) -> None:
         source, truth, hidden = args.fleet, fleet_labels(args.fleet), {"FLEAD_LABEL_COLUMN": "hidden_label"}
     runs = {"labelled": scores(source), "label-free": scores(source, **hidden)}
     print("\n".join(table(runs, truth)))
+    print()
+    print("\n".join(global_model_over_time(runs, truth)))
 
 
 if __name__ == "__main__":

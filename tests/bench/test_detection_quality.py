@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.detection_quality import fleet_labels, main, roc_auc
+from bench.detection_quality import auc_by_period, fleet_labels, main, roc_auc
 from bench.fleet import generate_fleet
 
 
@@ -19,7 +19,8 @@ def test_a_fleet_table_from_two_real_runs(tmp_path: Path, capsys: pytest.Capture
 
     main(["--fleet", str(path)])
 
-    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()[2:]]
+    decisions, over_time = capsys.readouterr().out.split("\n\n")
+    rows = [line.split(" | ") for line in decisions.splitlines()[2:]]
     assert len(rows) == 8
     by_rule = {(row[0].lstrip("| "), row[1]): [cell.strip(" |") for cell in row[3:]] for row in rows}
     z_rule = "z-rule alone (\\|z\\| ≥ 2.5)"
@@ -28,3 +29,15 @@ def test_a_fleet_table_from_two_real_runs(tmp_path: Path, capsys: pytest.Capture
     # learning the labels as they stream in, a device's model soon knows it is inside an anomaly (0.92)
     assert float(by_rule[("local models (score > 0.5)", "labelled")][3]) > 0.8
     assert by_rule[("is_anomaly (z-rule or local model)", "labelled")][3] == "—"
+    fifths = [line.strip("| ").split(" | ") for line in over_time.splitlines()[2:]]
+    assert [fifth[0] for fifth in fifths] == ["1", "2", "3", "4", "5"]
+    assert all(cell == "—" or 0.0 <= float(cell) <= 1.0 for fifth in fifths for cell in fifth[1:])
+
+
+def test_auc_by_period_follows_event_time_not_row_order() -> None:
+    truth = {("d", f"t{i}"): int(i % 2 == 0) for i in range(8)}
+    # the first half in time ranks the wrong way round, the second half the right way; rows arrive shuffled
+    scores = {0: 0.1, 1: 0.9, 2: 0.2, 3: 0.8, 4: 0.9, 5: 0.1, 6: 0.8, 7: 0.2}
+    rows = [{"device_id": "d", "timestamp": f"t{i}", "score": scores[i]} for i in (5, 0, 7, 2, 4, 1, 6, 3)]
+    assert auc_by_period(rows, truth, lambda r: r["score"], 2) == [0.0, 1.0]
+    assert auc_by_period(rows, truth, lambda r: None, 2) == [None, None]
