@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 import urllib.request
@@ -291,3 +293,48 @@ def test_start_up_waits_for_the_leader_of_a_global_model_topic_created_a_moment_
         )
         ensure_topics(settings, check_brokers(settings))
         assert newest_global_model(settings) is None
+
+
+def test_a_broker_that_stops_answering_for_a_while_loses_nothing(kafka, nab_sample, replay_reference, tmp_path):
+    """The broker hangs (SIGSTOP) for 10 s while the producer writes telemetry and the dataflow
+    reads it and writes its results. Once it answers again, every reading is processed and
+    every z-rule anomaly reaches its topic, as in a replay."""
+    reference, reference_anomalies = replay_reference
+    processed = 'flead_events_total{outcome="processed"}'
+    topics = topics_env(kafka)
+    port = free_port()
+    env = environment(
+        "kafka", tmp_path / "flead", BYTEWAX_DATAFLOW_API_ENABLED="1", BYTEWAX_DATAFLOW_API_PORT=str(port), **topics
+    )
+    log = tmp_path / "flead.log"  # a file, not a pipe: librdkafka logs every failed connect while the broker hangs
+    with log.open("w") as log_file:
+        flead = subprocess.Popen(flead_command(), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
+    try:
+        scrape_until(port, bool)
+        producer = subprocess.Popen(
+            flead_command(dataflow="dataflows.producer"),
+            cwd=REPO,
+            env=environment(nab_sample, tmp_path / "producer", FLEAD_RATE="2000", **topics),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        scrape_until(port, lambda metrics: metrics.get(processed, 0) >= 2000)
+        os.kill(kafka.pid, signal.SIGSTOP)
+        try:
+            time.sleep(10)
+            during = scrape_until(port, bool)[processed]
+        finally:
+            os.kill(kafka.pid, signal.SIGCONT)
+        _, errors = producer.communicate(timeout=300)
+        assert producer.returncode == 0, errors[-3000:]
+        assert during < reference["rows_processed"], "the run did not wait for the broker: the test proved nothing"
+        metrics = scrape_until(port, lambda metrics: metrics.get(processed, 0) >= reference["rows_processed"])
+        assert metrics[processed] == reference["rows_processed"]
+        assert metrics['flead_sink_write_errors_total{sink="kafka"}'] == 0
+        anomalies = rows(consume(kafka.bootstrap, topics["FLEAD_TOPIC_ANOMALIES"]))
+        assert flead.poll() is None, log.read_text()[-3000:]
+    finally:
+        flead.terminate()
+        flead.wait(timeout=30)
+    assert z_rule_rows(anomalies) == reference_anomalies
