@@ -190,7 +190,7 @@ def build_producer(settings: Settings) -> Dataflow:
     items = op.input("replay", flow, ReplayToTopicSource(settings))
     records = op.filter("records", items, lambda item: isinstance(item, list))
     produced = op.filter("produced", items, lambda item: isinstance(item, Produced))
-    op.output("topic", records, KafkaTopicsSink(settings.kafka.client_config()))
+    op.output("topic", records, KafkaTopicsSink(settings.kafka.client_config(), stop_on_loss=True))
 
     def progress(resume: dict[str, int] | None) -> ProducerProgress:
         totals = resume if resume is not None else {"sent": 0, "skipped": 0, "loops": 0}

@@ -15,17 +15,25 @@ KafkaRecord = tuple[str, bytes | None, bytes]
 """``(topic, key, value)``."""
 
 
+class UndeliveredMessages(RuntimeError):
+    """Messages the broker did not take, in a dataflow that must not go on without them."""
+
+
 class _KafkaPartition(StatelessSinkPartition[list[KafkaRecord]]):
-    def __init__(self, config: dict[str, str], flush_seconds: float) -> None:
+    def __init__(self, config: dict[str, str], flush_seconds: float, stop_on_loss: bool) -> None:
         self._producer = Producer({"linger.ms": "2", **config})
         self._flush_seconds = flush_seconds
+        self._stop_on_loss = stop_on_loss
+        self._stopping = False
         self.failed = 0
+        self.first_error: KafkaError | None = None
 
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
         if error is None:
             SINK_ROWS_WRITTEN.labels("kafka", message.topic()).inc()
             return
         self.failed += 1
+        self.first_error = self.first_error or error
         SINK_WRITE_ERRORS.labels("kafka").inc()
         if self.failed == 1 or self.failed % 1000 == 0:
             log.error("Kafka delivery to %s failed (%d so far): %s", message.topic(), self.failed, error)
@@ -41,21 +49,37 @@ class _KafkaPartition(StatelessSinkPartition[list[KafkaRecord]]):
                     self._producer.poll(0.1)
         self._producer.poll(0)
         self._producer.flush(self._flush_seconds)
+        self._check_loss()
 
     def close(self) -> None:
         left = self._producer.flush(self._flush_seconds)
         if left:
             SINK_WRITE_ERRORS.labels("kafka").inc(left)
             log.error("%d Kafka messages were still undelivered at shutdown", left)
+        self._check_loss(left)
+
+    def _check_loss(self, undelivered: int = 0) -> None:
+        lost = self.failed + undelivered
+        if self._stop_on_loss and lost and not self._stopping:
+            self._stopping = True  # once: raising again from close() while Bytewax unwinds aborts the process
+            reason = self.first_error.str() if self.first_error is not None else "not delivered at shutdown"
+            raise UndeliveredMessages(f"{lost:,} messages were not delivered to Kafka (first: {reason}); stopping")
 
 
 class KafkaTopicsSink(DynamicSink[list[KafkaRecord]]):
-    """Writes lists of ``(topic, key, value)`` records; each worker has its own producer."""
+    """Writes lists of ``(topic, key, value)`` records; each worker has its own producer.
 
-    def __init__(self, config: dict[str, str], flush_seconds: float = 30.0) -> None:
+    Every batch waits for its deliveries. A failed one is counted and logged; with
+    ``stop_on_loss`` it also stops the dataflow (:class:`UndeliveredMessages`), for a dataflow
+    whose whole job is to deliver, such as the telemetry producer, which would otherwise
+    report messages as produced that the broker refused.
+    """
+
+    def __init__(self, config: dict[str, str], flush_seconds: float = 30.0, stop_on_loss: bool = False) -> None:
         self._config = config
         self._flush_seconds = flush_seconds
+        self._stop_on_loss = stop_on_loss
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _KafkaPartition:
         initialize_sink("kafka")
-        return _KafkaPartition(self._config, self._flush_seconds)
+        return _KafkaPartition(self._config, self._flush_seconds, self._stop_on_loss)

@@ -14,6 +14,7 @@ import orjson
 import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from dataflows.config import KafkaSettings
 from dataflows.kafka_io import check_brokers, ensure_topics, newest_global_model
@@ -338,3 +339,23 @@ def test_a_broker_that_stops_answering_for_a_while_loses_nothing(kafka, nab_samp
         flead.terminate()
         flead.wait(timeout=30)
     assert z_rule_rows(anomalies) == reference_anomalies
+
+
+def test_the_producer_stops_with_an_error_when_the_broker_refuses_its_messages(kafka, nab_sample, tmp_path):
+    """A topic that refuses every message (here: larger than it allows). The producer used to
+    print "done: produced 9,946 messages" and exit 0 with none of them on the topic."""
+    topics = topics_env(kafka)
+    topic = topics["FLEAD_TOPIC_TELEMETRY"]
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1, config={"max.message.bytes": "64"})])[topic].result(30)
+    result = subprocess.run(
+        flead_command(dataflow="dataflows.producer"),
+        cwd=REPO,
+        env=environment(nab_sample, tmp_path, **topics),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert "messages were not delivered to Kafka (first: Broker: Message size too large); stopping" in result.stderr
+    assert "done:" not in result.stdout
