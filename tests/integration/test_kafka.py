@@ -39,8 +39,8 @@ def topics_env(kafka: KafkaServer, **extra: str) -> dict[str, str]:
     }
 
 
-def produce(input_path: Path, out_dir: Path, topics: dict[str, str]) -> str:
-    result = subprocess.run(
+def run_producer(input_path: Path, out_dir: Path, topics: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         flead_command(dataflow="dataflows.producer"),
         cwd=REPO,
         env=environment(input_path, out_dir, **topics),
@@ -48,6 +48,10 @@ def produce(input_path: Path, out_dir: Path, topics: dict[str, str]) -> str:
         text=True,
         timeout=300,
     )
+
+
+def produce(input_path: Path, out_dir: Path, topics: dict[str, str]) -> str:
+    result = run_producer(input_path, out_dir, topics)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -348,14 +352,7 @@ def test_the_producer_stops_with_an_error_when_the_broker_refuses_its_messages(k
     topic = topics["FLEAD_TOPIC_TELEMETRY"]
     admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
     admin.create_topics([NewTopic(topic, 1, 1, config={"max.message.bytes": "64"})])[topic].result(30)
-    result = subprocess.run(
-        flead_command(dataflow="dataflows.producer"),
-        cwd=REPO,
-        env=environment(nab_sample, tmp_path, **topics),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_producer(nab_sample, tmp_path, topics)
     assert result.returncode != 0
     assert "messages were not delivered to Kafka (first: Broker: Message size too large); stopping" in result.stderr
     assert "done:" not in result.stdout
