@@ -91,7 +91,7 @@ def _processed(metrics: dict[str, float]) -> float:
 
 
 def _lag(metrics: dict[str, float]) -> float:
-    return sum(value for name, value in metrics.items() if name.startswith("bytewax_kafka_consumer_lag"))
+    return sum(value for name, value in metrics.items() if name.startswith("flead_kafka_consumer_lag"))
 
 
 def _produce_times(bootstrap: str, topic: str, key: Callable[[dict], Any]) -> dict[Any, float]:

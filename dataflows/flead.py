@@ -4,10 +4,10 @@
 
     telemetry: replay files | Kafka FLEAD_TOPIC_TELEMETRY
       │  parse + validate ──rejected──► dead letters (file, topic, table)
-      ▼  key: crc32(device_id) % FLEAD_SHARDS     (one JSON Lines file: only the device id is read
-    devices    per shard: rolling z-score,         here; its lines are parsed and validated in the
-               features, local River model,        shards, whose rejections join the dead letters)
-               live evaluation
+      ▼  key: crc32(device_id) % FLEAD_SHARDS     (Kafka, or one JSON Lines file: only the device id
+    devices    per shard: rolling z-score,         is read here; messages are parsed and validated
+               features, local River model,        in the shards, whose rejections join the dead
+               live evaluation                     letters)
       ├─► anomalies, scores                               (files, topic, table)
       ├─► local updates ─► fedavg ─► global models        (files, topics, tables)
       │                                 └─► loopback file | FLEAD_TOPIC_GLOBAL_MODELS ─► every shard
@@ -63,9 +63,9 @@ def build_flow(settings: Settings, continue_from: GlobalModel | None = None) -> 
 
     # Input: readings (grouped by shard), rejections, read counts, global models coming back.
     if settings.reads_kafka:
-        from dataflows.kafka_io import GlobalModelSource, telemetry_input
+        from dataflows.kafka_io import GlobalModelSource, TelemetrySource
 
-        items = telemetry_input(flow, kafka, settings.limits, settings.batch_size)
+        items = op.input("telemetry", flow, TelemetrySource(kafka, settings.limits, settings.batch_size))
     else:
         items = op.input("telemetry", flow, replay_source(settings))
     routed = op.flat_map_batch("by_shard", items, lambda batch: route_by_shard(batch, keys))

@@ -1,8 +1,5 @@
-"""Kafka inputs: telemetry through Bytewax's connector, global models back to every shard.
-
-Bytewax's ``KafkaSource`` lists partitions with no timeout, so :func:`check_brokers` runs
-first and fails start-up within seconds when the brokers cannot be reached.
-"""
+"""Kafka at start-up (brokers reachable, topics present, the newest global model) and the
+two Kafka inputs: telemetry, and global models back to every shard."""
 
 from __future__ import annotations
 
@@ -13,11 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-import bytewax.connectors.kafka.operators as kop
-import bytewax.operators as op
 import orjson
-from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
-from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
@@ -25,8 +18,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from dataflows.config import KafkaSettings, redacted
 from operators.fedavg import GlobalModel
-from operators.messages import MessageLimits, Rejection, Telemetry, decode_message, excerpt
+from operators.messages import MessageLimits, RawMessage, Rejection, Telemetry, decode_message, excerpt, peek_device_id
 from operators.run_totals import SourceProgress
+from sinks import metrics
 
 log = logging.getLogger("flead.kafka")
 
@@ -155,54 +149,116 @@ def _global_model(message: Message) -> GlobalModel | None:
         return None
 
 
-def kafka_source_name(message: KafkaSourceMessage) -> str:
-    return f"kafka:{message.topic}:{message.partition}:{message.offset}"
+TelemetryItem = RawMessage | Telemetry | Rejection | SourceProgress
 
 
-def decode_kafka_batch(
-    messages: list[KafkaSourceMessage | KafkaError], limits: MessageLimits
-) -> list[Telemetry | Rejection | SourceProgress]:
-    """Decode a batch of telemetry messages; every message becomes a reading or a rejection."""
-    decoded: list[Telemetry | Rejection | SourceProgress] = []
-    for item in messages:
-        if isinstance(item, KafkaError):
-            message = item.msg
-            decoded.append(
-                Rejection(
-                    "kafka_error",
-                    excerpt(message.value or b""),
-                    kafka_source_name(message),
-                    time.time(),
-                    str(item.err)[:200],
-                )
-            )
-            continue
-        if item.value is None:
-            decoded.append(Rejection("empty_message", "", kafka_source_name(item), time.time()))
-            continue
-        record = decode_message(item.value, "", limits)
-        if type(record) is Rejection:
-            record.source = kafka_source_name(item)  # built for rejections only: ~1.5 % of a Kafka run
-        elif item.timestamp[1] > 0:
-            record.ingested_at = item.timestamp[1] / 1000.0  # the produce time
-        decoded.append(record)
-    decoded.append(SourceProgress(len(messages)))
-    return decoded
+class _TelemetryPartition(StatefulSourcePartition[TelemetryItem, int]):
+    """One partition of the telemetry topic; its state is the offset of the next message to read."""
+
+    def __init__(
+        self, config: dict[str, Any], topic: str, index: int, offset: int, batch_size: int, limits: MessageLimits
+    ) -> None:
+        self._consumer = Consumer(config | {"stats_cb": self.record_lag})
+        self._consumer.assign([TopicPartition(topic, index, offset)])
+        self._topic = topic
+        self._index = index
+        self._offset = offset
+        self._batch_size = batch_size
+        self._limits = limits
+        self._source = f"kafka:{topic}:{index}"
+        self._at_end = False
+        self._lag = metrics.KAFKA_CONSUMER_LAG.labels(topic, str(index))
+
+    def next_batch(self) -> list[TelemetryItem]:
+        """A message whose device id can be read plainly goes to its shard undecoded, to be
+        decoded and validated there, as in a replay; any other is decoded here."""
+        if self._at_end:
+            raise StopIteration
+        items: list[TelemetryItem] = []
+        read = 0
+        now = time.time()
+        for message in self._consumer.consume(self._batch_size, 0.001):
+            error = message.error()
+            if error is not None and error.code() == ConfluentKafkaError._PARTITION_EOF:  # without FLEAD_KAFKA_TAIL
+                self._at_end = True
+                break
+            read += 1
+            if error is not None:
+                source = f"kafka:{message.topic()}:{message.partition()}:{message.offset()}"
+                items.append(Rejection("kafka_error", excerpt(message.value() or b""), source, now, str(error)[:200]))
+                continue
+            offset = message.offset()
+            self._offset = offset + 1
+            value = message.value()
+            if value is None:
+                items.append(Rejection("empty_message", "", f"{self._source}:{offset}", now))
+                continue
+            produced = message.timestamp()[1]
+            ingested_at = produced / 1000.0 if produced > 0 else now
+            device_id = peek_device_id(value)
+            if device_id is not None:
+                items.append(tuple.__new__(RawMessage, (device_id, value, self._source, offset, ingested_at)))
+                continue
+            record = decode_message(value, self._source, self._limits)
+            if type(record) is Rejection:
+                record.source = f"{self._source}:{offset}"
+            else:
+                record.ingested_at = ingested_at
+            items.append(record)
+        if read:
+            items.append(SourceProgress(read))
+        return items
+
+    def record_lag(self, statistics_json: str) -> None:
+        """librdkafka's statistics (once a second): the partition's end minus the next offset to read."""
+        topic = orjson.loads(statistics_json)["topics"].get(self._topic, {})
+        partition = topic.get("partitions", {}).get(str(self._index))
+        if partition is not None and self._offset >= 0:
+            self._lag.set(max(0, partition["ls_offset"] - self._offset))
+
+    def snapshot(self) -> int:
+        return self._offset
+
+    def close(self) -> None:
+        self._consumer.close()
 
 
-def telemetry_input(flow: Dataflow, kafka: KafkaSettings, limits: MessageLimits, batch_size: int) -> Stream[Any]:
-    """Telemetry from ``FLEAD_TOPIC_TELEMETRY``, decoded: readings, rejections and read counts."""
-    messages = kop.input(
-        "telemetry",
-        flow,
-        brokers=list(kafka.brokers),
-        topics=[kafka.telemetry_topic],
-        tail=kafka.tail,
-        add_config=dict(kafka.config),
-        batch_size=batch_size,
-    )
-    raw = op.merge("telemetry_messages", messages.oks, messages.errs)
-    return op.flat_map_batch("decode", raw, lambda batch: decode_kafka_batch(batch, limits))
+class TelemetrySource(FixedPartitionedSource[TelemetryItem, int]):
+    """Telemetry from ``FLEAD_TOPIC_TELEMETRY``: each partition of the topic is an input
+    partition, resumed after the last message read; a new dataflow starts at the beginning.
+
+    It reads librdkafka's messages directly. Bytewax's ``KafkaSource`` wraps each one in a
+    ``KafkaSourceMessage`` (eight fields, the headers copied) and its ``kop.input`` splits
+    errors from messages item by item, work FLEAD has no use for.
+    """
+
+    def __init__(self, kafka: KafkaSettings, limits: MessageLimits, batch_size: int) -> None:
+        self._kafka = kafka
+        self._limits = limits
+        self._batch_size = batch_size
+
+    def list_parts(self) -> list[str]:
+        return topic_parts(self._kafka, self._kafka.telemetry_topic)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _TelemetryPartition:
+        index, topic = for_part.split("-", 1)
+        offset = OFFSET_BEGINNING if resume_state is None else resume_state
+        config = {
+            "group.id": "flead-telemetry",
+            "enable.auto.commit": "false",
+            "enable.partition.eof": str(not self._kafka.tail).lower(),
+            "statistics.interval.ms": 1000,
+            **self._kafka.client_config(),
+        }
+        return _TelemetryPartition(config, topic, int(index), offset, self._batch_size, self._limits)
+
+
+def topic_parts(kafka: KafkaSettings, topic: str) -> list[str]:
+    """A topic's partitions as input partition names, ``"{index}-{topic}"`` (Bytewax's own form,
+    so recovery stores written by its ``KafkaSource`` resume)."""
+    metadata = AdminClient(kafka.client_config()).list_topics(topic, timeout=kafka.connect_seconds)
+    partitions = metadata.topics[topic].partitions or {}
+    return [f"{index}-{topic}" for index in sorted(partitions)]
 
 
 @dataclass
@@ -215,6 +271,8 @@ class _GlobalModelPartition(StatefulSourcePartition[GlobalModel, int]):
     idle_since: float | None = None
 
     def next_batch(self) -> list[GlobalModel]:
+        """What librdkafka has fetched so far, without waiting: this runs on the worker's thread,
+        which processes nothing while it waits, and it is polled every 50 ms anyway."""
         models = []
         for message in self.consumer.consume(100, 0.01):
             error = message.error()
@@ -256,10 +314,7 @@ class GlobalModelSource(FixedPartitionedSource[GlobalModel, int]):
         self._kafka = kafka
 
     def list_parts(self) -> list[str]:
-        topic = self._kafka.global_models_topic
-        metadata = AdminClient(self._kafka.client_config()).list_topics(topic, timeout=self._kafka.connect_seconds)
-        partitions = metadata.topics[topic].partitions or {}
-        return [f"{index}-{topic}" for index in sorted(partitions)]
+        return topic_parts(self._kafka, self._kafka.global_models_topic)
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _GlobalModelPartition:
         index, topic = for_part.split("-", 1)

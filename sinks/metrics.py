@@ -29,6 +29,9 @@ LOCAL_UPDATES = Counter("flead_local_updates", "Local model updates (closed roun
 DEAD_LETTERS = Counter("flead_dead_letters", "Rejected input by reason", ["reason"])
 GLOBAL_VERSION = Gauge("flead_global_model_version", "Newest global model version")
 GLOBAL_ACCURACY = Gauge("flead_global_model_accuracy", "Sample-weighted accuracy of the newest global model")
+KAFKA_CONSUMER_LAG = Gauge(
+    "flead_kafka_consumer_lag", "Telemetry messages on the topic not read yet", ["topic", "partition"]
+)
 LIVE_EVALUATION = Gauge(
     "flead_live_evaluation", "Live evaluation of the global models on the labelled stream, so far", ["metric"]
 )

@@ -328,14 +328,14 @@ def test_legends_name_labels_the_expression_keeps():
 
 @pytest.mark.integration
 def test_every_promql_expression_names_metrics_and_labels_the_dataflow_exports(kafka, nab_sample, tmp_path):
-    """A Kafka-mode run: Bytewax's consumer lag exists only there."""
+    """A Kafka-mode run: the consumer lag exists only there."""
     metrics, _ = scrape_kafka_run(
         kafka,
         nab_sample,
         tmp_path,
         lambda m: (
             m.get('flead_events_total{outcome="processed"}', 0) >= 9946
-            and any(name.startswith("bytewax_kafka_consumer_lag") for name in m)
+            and any(name.startswith("flead_kafka_consumer_lag") for name in m)
         ),
     )
     exported: dict[str, set[str]] = {}

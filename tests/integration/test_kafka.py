@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -220,10 +221,10 @@ def test_metrics_on_the_dataflow_api_match_the_run(kafka, nab_sample, replay_ref
     reference, _ = replay_reference
 
     def done(metrics: dict[str, float]) -> bool:
-        # Bytewax's consumer lag comes from librdkafka's statistics, once a second: a run can
+        # The consumer lag comes from librdkafka's statistics, once a second: a run can
         # process every row before the first of them.
         processed = metrics.get('flead_events_total{outcome="processed"}', 0) >= 9946
-        return processed and any(name.startswith("bytewax_kafka_consumer_lag") for name in metrics)
+        return processed and any(name.startswith("flead_kafka_consumer_lag") for name in metrics)
 
     metrics, following = scrape_kafka_run(kafka, nab_sample, tmp_path, done)
     assert following, "the dataflow should still be following its topics"
@@ -275,6 +276,29 @@ def test_a_restart_without_recovery_state_goes_on_from_the_newest_global_model(k
         range(newest["global_version"] + 1, newest["global_version"] + 1 + len(later))
     )
     assert second["global_versions"] == newest["global_version"] + len(later)  # the newest version made
+
+
+def test_a_restart_with_recovery_state_reads_only_the_messages_it_had_not_read(kafka, nab_sample, tmp_path):
+    topics = topics_env(kafka)
+    produce(nab_sample, tmp_path / "producer", topics)
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
+    first = run_from_kafka(tmp_path / "first", topics, "-r", str(recovery), "-s", "1", "-b", "0")
+    assert first["rows_read"] == 9946
+
+    producer = Producer({"bootstrap.servers": kafka.bootstrap})
+    for minute in range(50):
+        reading = {"device_id": "late-pump", "timestamp": f"2025-01-01T00:{minute:02d}:00Z", "data": 1.0 + minute}
+        producer.produce(topics["FLEAD_TOPIC_TELEMETRY"], orjson.dumps(reading))
+    producer.produce(topics["FLEAD_TOPIC_TELEMETRY"], b"{not json")
+    assert producer.flush(10) == 0
+
+    second = run_from_kafka(tmp_path / "second", topics, "-r", str(recovery), "-s", "1", "-b", "0")
+    # the totals resume with the offsets: reading the topic again would count its messages twice
+    assert second["rows_read"] == 9946 + 51
+    assert second["rows_processed"] == first["rows_processed"] + 50
+    assert second["rows_rejected"] == first["rows_rejected"] + 1
 
 
 def test_start_up_waits_for_the_leader_of_a_global_model_topic_created_a_moment_before(kafka):
