@@ -274,7 +274,7 @@ class _GlobalModelPartition(StatefulSourcePartition[GlobalModel, int]):
         """What librdkafka has fetched so far, without waiting: this runs on the worker's thread,
         which processes nothing while it waits, and it is polled every 50 ms anyway."""
         models = []
-        for message in self.consumer.consume(100, 0.01):
+        for message in self.consumer.consume(100, 0):
             error = message.error()
             if error is not None:
                 if error.code() == ConfluentKafkaError._PARTITION_EOF:
