@@ -156,10 +156,15 @@ class _TelemetryPartition(StatefulSourcePartition[TelemetryItem, int]):
     """One partition of the telemetry topic; its state is the offset of the next message to read."""
 
     def __init__(
-        self, config: dict[str, Any], topic: str, index: int, offset: int, batch_size: int, limits: MessageLimits
+        self,
+        config: dict[str, Any],
+        topic: str,
+        index: int,
+        offset: int,
+        batch_size: int,
+        limits: MessageLimits,
+        timeout: float,
     ) -> None:
-        self._consumer = Consumer(config | {"stats_cb": self.record_lag})
-        self._consumer.assign([TopicPartition(topic, index, offset)])
         self._topic = topic
         self._index = index
         self._offset = offset
@@ -168,6 +173,10 @@ class _TelemetryPartition(StatefulSourcePartition[TelemetryItem, int]):
         self._source = f"kafka:{topic}:{index}"
         self._at_end = False
         self._lag = metrics.KAFKA_CONSUMER_LAG.labels(topic, str(index))
+        self._consumer = Consumer(config | {"stats_cb": self.record_lag})
+        if offset >= 0:
+            self._offset = self._oldest_left(offset, timeout)
+        self._consumer.assign([TopicPartition(topic, index, self._offset)])
 
     def next_batch(self) -> list[TelemetryItem]:
         """A message whose device id can be read plainly goes to its shard undecoded, to be
@@ -209,18 +218,51 @@ class _TelemetryPartition(StatefulSourcePartition[TelemetryItem, int]):
             items.append(SourceProgress(read))
         return items
 
+    def _oldest_left(self, offset: int, timeout: float) -> int:
+        """``offset``, or the oldest offset still on the partition when retention removed it
+        (and the ones after it) before this dataflow read them; the gap is logged."""
+        topic, index = self._topic, self._index
+        try:
+            low, _ = retry_until_partitions_ready(
+                lambda: self._consumer.get_watermark_offsets(TopicPartition(topic, index), timeout=timeout), timeout
+            )
+        except KafkaException as exc:
+            raise BrokersUnreachable(
+                f"cannot read where {topic} partition {index} starts: {exc.args[0].str()}"
+            ) from None
+        if offset >= low:
+            return offset
+        log.warning(
+            "%s partition %d: offsets %d to %d are no longer on the topic (removed before this dataflow read them);"
+            " reading on from %d",
+            topic,
+            index,
+            offset,
+            low - 1,
+            low,
+        )
+        return low
+
     def record_lag(self, statistics_json: str) -> None:
-        """librdkafka's statistics (once a second): the partition's end minus the next offset to read."""
-        topic = orjson.loads(statistics_json)["topics"].get(self._topic, {})
-        partition = topic.get("partitions", {}).get(str(self._index))
-        if partition is not None and self._offset >= 0:
-            self._lag.set(max(0, partition["ls_offset"] - self._offset))
+        """librdkafka's statistics, once a second."""
+        lag = consumer_lag(orjson.loads(statistics_json), self._topic, self._index, self._offset)
+        if lag is not None:
+            self._lag.set(lag)
 
     def snapshot(self) -> int:
         return self._offset
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def consumer_lag(statistics: dict[str, Any], topic: str, index: int, next_offset: int) -> int | None:
+    """Messages on a partition not read yet, from librdkafka's statistics: its last stable
+    offset minus the next offset to read (``None`` before the first read or report)."""
+    partition = statistics["topics"].get(topic, {}).get("partitions", {}).get(str(index))
+    if partition is None or next_offset < 0:
+        return None
+    return max(0, partition["ls_offset"] - next_offset)
 
 
 class TelemetrySource(FixedPartitionedSource[TelemetryItem, int]):
@@ -246,11 +288,14 @@ class TelemetrySource(FixedPartitionedSource[TelemetryItem, int]):
         config = {
             "group.id": "flead-telemetry",
             "enable.auto.commit": "false",
+            "auto.offset.reset": "earliest",  # behind retention while running: the oldest left, not the end
             "enable.partition.eof": str(not self._kafka.tail).lower(),
             "statistics.interval.ms": 1000,
             **self._kafka.client_config(),
         }
-        return _TelemetryPartition(config, topic, int(index), offset, self._batch_size, self._limits)
+        return _TelemetryPartition(
+            config, topic, int(index), offset, self._batch_size, self._limits, self._kafka.connect_seconds
+        )
 
 
 def topic_parts(kafka: KafkaSettings, topic: str) -> list[str]:

@@ -1,13 +1,9 @@
-import uuid
 from collections.abc import Callable
 
-import orjson
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException
-from prometheus_client import REGISTRY
 
-from dataflows.kafka_io import _TelemetryPartition, retry_until_partitions_ready
-from operators.messages import MessageLimits
+from dataflows.kafka_io import consumer_lag, retry_until_partitions_ready
 
 
 def failing(codes: list[int], result: str = "read") -> tuple[list[int], Callable[[], str]]:
@@ -45,19 +41,13 @@ def test_it_gives_up_after_the_time_it_is_given():
     assert 2 <= len(calls) <= 6
 
 
-def lag_of(partition_offset: int, ls_offset: int) -> float | None:
-    """The lag gauge after one statistics report, for a partition whose next offset to read is ``partition_offset``."""
-    topic = f"lag-{uuid.uuid4().hex[:8]}"
-    config = {"bootstrap.servers": "127.0.0.1:1", "group.id": "test"}  # never connects
-    partition = _TelemetryPartition(config, topic, 3, partition_offset, 10, MessageLimits())
-    try:
-        partition.record_lag(orjson.dumps({"topics": {topic: {"partitions": {"3": {"ls_offset": ls_offset}}}}}))
-    finally:
-        partition.close()
-    return REGISTRY.get_sample_value("flead_kafka_consumer_lag", {"topic": topic, "partition": "3"})
+def statistics(topic: str, partition: int, ls_offset: int) -> dict:
+    """The part of librdkafka's statistics report the lag is read from."""
+    return {"topics": {topic: {"partitions": {str(partition): {"ls_offset": ls_offset}}}}}
 
 
 def test_consumer_lag_is_the_partition_end_minus_the_next_offset_to_read():
-    assert lag_of(40, 100) == 60
-    assert lag_of(100, 100) == 0
-    assert lag_of(OFFSET_BEGINNING, 100) == 0  # nothing read yet: no offset to measure from
+    assert consumer_lag(statistics("t", 3, 100), "t", 3, 40) == 60
+    assert consumer_lag(statistics("t", 3, 100), "t", 3, 100) == 0
+    assert consumer_lag(statistics("t", 3, 100), "t", 3, OFFSET_BEGINNING) is None  # nothing read yet
+    assert consumer_lag(statistics("t", 3, 100), "t", 0, 40) is None  # another partition's report

@@ -58,10 +58,15 @@ def produce(input_path: Path, out_dir: Path, topics: dict[str, str]) -> str:
 
 
 def run_from_kafka(out_dir: Path, topics: dict[str, str], *args: str) -> dict:
+    return run_from_kafka_logged(out_dir, topics, *args)[0]
+
+
+def run_from_kafka_logged(out_dir: Path, topics: dict[str, str], *args: str) -> tuple[dict, str]:
+    """The summary of a run that reads the topics to their end, and what it logged."""
     env = environment("kafka", out_dir, FLEAD_KAFKA_TAIL="false", **topics)
     result = subprocess.run(flead_command(*args), cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    return orjson.loads((out_dir / "summary.json").read_bytes())
+    return orjson.loads((out_dir / "summary.json").read_bytes()), result.stderr
 
 
 def consume(bootstrap: str, topic: str, idle_seconds: float = 2.0) -> list:
@@ -299,6 +304,33 @@ def test_a_restart_with_recovery_state_reads_only_the_messages_it_had_not_read(k
     assert second["rows_read"] == 9946 + 51
     assert second["rows_processed"] == first["rows_processed"] + 50
     assert second["rows_rejected"] == first["rows_rejected"] + 1
+
+
+def test_a_restart_whose_next_messages_were_deleted_reads_on_from_the_oldest_left_and_says_so(
+    kafka, nab_sample, tmp_path
+):
+    """Retention (here: deleted records) removed messages the recovery state had not read yet."""
+    topics = topics_env(kafka)
+    topic = topics["FLEAD_TOPIC_TELEMETRY"]
+    produce(nab_sample, tmp_path / "producer", topics)
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
+    first = run_from_kafka(tmp_path / "first", topics, "-r", str(recovery), "-s", "1", "-b", "0")
+    assert first["rows_read"] == 9946
+
+    producer = Producer({"bootstrap.servers": kafka.bootstrap})
+    for minute in range(50):
+        reading = {"device_id": "late-pump", "timestamp": f"2025-01-01T00:{minute:02d}:00Z", "data": 1.0 + minute}
+        producer.produce(topic, orjson.dumps(reading))
+    assert producer.flush(10) == 0
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+    for future in admin.delete_records([TopicPartition(topic, 0, 9946 + 20)]).values():
+        future.result(timeout=30)
+
+    second, logged = run_from_kafka_logged(tmp_path / "second", topics, "-r", str(recovery), "-s", "1", "-b", "0")
+    assert second["rows_read"] == 9946 + 30  # the 30 left, not none (librdkafka's default jumps to the end)
+    assert f"{topic} partition 0: offsets 9946 to 9965 are no longer on the topic" in logged
 
 
 def test_start_up_waits_for_the_leader_of_a_global_model_topic_created_a_moment_before(kafka):
