@@ -283,23 +283,36 @@ def test_a_restart_without_recovery_state_goes_on_from_the_newest_global_model(k
     assert second["global_versions"] == newest["global_version"] + len(later)  # the newest version made
 
 
-def test_a_restart_with_recovery_state_reads_only_the_messages_it_had_not_read(kafka, nab_sample, tmp_path):
+def first_run_with_recovery(kafka, nab_sample, tmp_path) -> tuple[dict[str, str], list[str], dict]:
+    """Topics holding the sample, read to their end by a run with a recovery store: the topics,
+    the arguments that resume from that store, and the run's summary."""
     topics = topics_env(kafka)
     produce(nab_sample, tmp_path / "producer", topics)
     recovery = tmp_path / "recovery"
     recovery.mkdir()
     subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
-    first = run_from_kafka(tmp_path / "first", topics, "-r", str(recovery), "-s", "1", "-b", "0")
+    resume = ["-r", str(recovery), "-s", "1", "-b", "0"]
+    first = run_from_kafka(tmp_path / "first", topics, *resume)
     assert first["rows_read"] == 9946
+    return topics, resume, first
 
-    producer = Producer({"bootstrap.servers": kafka.bootstrap})
-    for minute in range(50):
+
+def produce_late_readings(bootstrap: str, topic: str, count: int, *extra: bytes) -> None:
+    """``count`` valid readings of a new device, then ``extra`` messages as they are."""
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for minute in range(count):
         reading = {"device_id": "late-pump", "timestamp": f"2025-01-01T00:{minute:02d}:00Z", "data": 1.0 + minute}
-        producer.produce(topics["FLEAD_TOPIC_TELEMETRY"], orjson.dumps(reading))
-    producer.produce(topics["FLEAD_TOPIC_TELEMETRY"], b"{not json")
+        producer.produce(topic, orjson.dumps(reading))
+    for message in extra:
+        producer.produce(topic, message)
     assert producer.flush(10) == 0
 
-    second = run_from_kafka(tmp_path / "second", topics, "-r", str(recovery), "-s", "1", "-b", "0")
+
+def test_a_restart_with_recovery_state_reads_only_the_messages_it_had_not_read(kafka, nab_sample, tmp_path):
+    topics, resume, first = first_run_with_recovery(kafka, nab_sample, tmp_path)
+    produce_late_readings(kafka.bootstrap, topics["FLEAD_TOPIC_TELEMETRY"], 50, b"{not json")
+
+    second = run_from_kafka(tmp_path / "second", topics, *resume)
     # the totals resume with the offsets: reading the topic again would count its messages twice
     assert second["rows_read"] == 9946 + 51
     assert second["rows_processed"] == first["rows_processed"] + 50
@@ -310,25 +323,14 @@ def test_a_restart_whose_next_messages_were_deleted_reads_on_from_the_oldest_lef
     kafka, nab_sample, tmp_path
 ):
     """Retention (here: deleted records) removed messages the recovery state had not read yet."""
-    topics = topics_env(kafka)
+    topics, resume, _ = first_run_with_recovery(kafka, nab_sample, tmp_path)
     topic = topics["FLEAD_TOPIC_TELEMETRY"]
-    produce(nab_sample, tmp_path / "producer", topics)
-    recovery = tmp_path / "recovery"
-    recovery.mkdir()
-    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
-    first = run_from_kafka(tmp_path / "first", topics, "-r", str(recovery), "-s", "1", "-b", "0")
-    assert first["rows_read"] == 9946
-
-    producer = Producer({"bootstrap.servers": kafka.bootstrap})
-    for minute in range(50):
-        reading = {"device_id": "late-pump", "timestamp": f"2025-01-01T00:{minute:02d}:00Z", "data": 1.0 + minute}
-        producer.produce(topic, orjson.dumps(reading))
-    assert producer.flush(10) == 0
+    produce_late_readings(kafka.bootstrap, topic, 50)
     admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
     for future in admin.delete_records([TopicPartition(topic, 0, 9946 + 20)]).values():
         future.result(timeout=30)
 
-    second, logged = run_from_kafka_logged(tmp_path / "second", topics, "-r", str(recovery), "-s", "1", "-b", "0")
+    second, logged = run_from_kafka_logged(tmp_path / "second", topics, *resume)
     assert second["rows_read"] == 9946 + 30  # the 30 left, not none (librdkafka's default jumps to the end)
     assert f"{topic} partition 0: offsets 9946 to 9965 are no longer on the topic" in logged
 
