@@ -188,7 +188,7 @@ class _TelemetryPartition(StatefulSourcePartition[TelemetryItem, int]):
         now = time.time()
         for message in self._consumer.consume(self._batch_size, 0.001):
             error = message.error()
-            if error is not None and error.code() == ConfluentKafkaError._PARTITION_EOF:  # without FLEAD_KAFKA_TAIL
+            if error is not None and error.code() == ConfluentKafkaError._PARTITION_EOF:  # FLEAD_KAFKA_TAIL=false
                 self._at_end = True
                 break
             read += 1
