@@ -283,8 +283,7 @@ class TelemetrySource(FixedPartitionedSource[TelemetryItem, int]):
         return topic_parts(self._kafka, self._kafka.telemetry_topic)
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _TelemetryPartition:
-        index, topic = for_part.split("-", 1)
-        offset = OFFSET_BEGINNING if resume_state is None else resume_state
+        topic, index, offset = start_of_part(for_part, resume_state)
         config = {
             "group.id": "flead-telemetry",
             "enable.auto.commit": "false",
@@ -294,7 +293,7 @@ class TelemetrySource(FixedPartitionedSource[TelemetryItem, int]):
             **self._kafka.client_config(),
         }
         return _TelemetryPartition(
-            config, topic, int(index), offset, self._batch_size, self._limits, self._kafka.connect_seconds
+            config, topic, index, offset, self._batch_size, self._limits, self._kafka.connect_seconds
         )
 
 
@@ -304,6 +303,13 @@ def topic_parts(kafka: KafkaSettings, topic: str) -> list[str]:
     metadata = AdminClient(kafka.client_config()).list_topics(topic, timeout=kafka.connect_seconds)
     partitions = metadata.topics[topic].partitions or {}
     return [f"{index}-{topic}" for index in sorted(partitions)]
+
+
+def start_of_part(for_part: str, resume_state: int | None) -> tuple[str, int, int]:
+    """Where an input partition named by :func:`topic_parts` starts reading: its topic, its
+    partition index, and the offset (the beginning when there is no recovery state)."""
+    index, topic = for_part.split("-", 1)
+    return topic, int(index), OFFSET_BEGINNING if resume_state is None else resume_state
 
 
 @dataclass
@@ -362,8 +368,7 @@ class GlobalModelSource(FixedPartitionedSource[GlobalModel, int]):
         return topic_parts(self._kafka, self._kafka.global_models_topic)
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _GlobalModelPartition:
-        index, topic = for_part.split("-", 1)
-        offset = OFFSET_BEGINNING if resume_state is None else resume_state
+        topic, index, offset = start_of_part(for_part, resume_state)
         consumer = Consumer(
             {
                 **self._kafka.client_config(),
@@ -372,6 +377,6 @@ class GlobalModelSource(FixedPartitionedSource[GlobalModel, int]):
                 "enable.partition.eof": "true",
             }
         )
-        consumer.assign([TopicPartition(topic, int(index), offset)])
+        consumer.assign([TopicPartition(topic, index, offset)])
         idle = None if self._kafka.tail else self._kafka.idle_seconds
         return _GlobalModelPartition(consumer, topic, offset, idle)
