@@ -7,6 +7,8 @@ On the same synthetic fleet (``bench/fleet.py``) in the same run it measures:
 
 - the floor loop (``bench/references/floor_loop.py``) that every result is divided by;
 - the plain Python + River loop (``bench/references/river_loop.py``);
+- FLEAD's own operators in a plain loop, without the dataflow and its outputs
+  (``bench/references/flead_logic_loop.py``): what of FLEAD's cost is its per-reading work;
 - FLEAD replaying the fleet, full pipeline with outputs, in 1 process and in 2 processes;
 - PyFlink with the same logic (``bench/references/pyflink_job.py``), if its venv exists
   (``bash bench/references/setup_pyflink.sh``);
@@ -38,7 +40,7 @@ from typing import Any
 import orjson
 
 from bench.fleet import generate_fleet
-from bench.references import floor_loop, river_loop
+from bench.references import flead_logic_loop, floor_loop, river_loop
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -144,7 +146,7 @@ def median_of(runs: list[dict[str, Any]], key: str = "records_per_second") -> fl
 
 def throughput(fleet: Path, runs: int) -> dict[str, Any]:
     measures: dict[str, list[dict[str, Any]]] = {
-        name: [] for name in ("floor_loop", "river_loop", "flead_1_process", "flead_2_processes")
+        name: [] for name in ("floor_loop", "river_loop", "flead_logic_loop", "flead_1_process", "flead_2_processes")
     }
     ratios: dict[str, list[float]] = {name: [] for name in measures if name != "floor_loop"}
     for i in range(runs):
@@ -153,6 +155,7 @@ def throughput(fleet: Path, runs: int) -> dict[str, Any]:
         measures["floor_loop"].append(floor)
         for name, measure in (
             ("river_loop", lambda: river_loop.run(fleet)),
+            ("flead_logic_loop", lambda: flead_logic_loop.run(fleet)),
             ("flead_1_process", lambda: flead_replay(fleet, 1)),
             ("flead_2_processes", lambda: flead_replay(fleet, 2)),
         ):
@@ -171,11 +174,12 @@ def throughput(fleet: Path, runs: int) -> dict[str, Any]:
         for a, b in zip(measures["flead_1_process"], measures["flead_2_processes"], strict=True)
     ]
     table["flead_2_processes"]["ratio_to_1_process"] = statistics.median(two_over_one)
-    river_ratio = [
-        f["records_per_second"] / r["records_per_second"]
-        for f, r in zip(measures["flead_1_process"], measures["river_loop"], strict=True)
-    ]
-    table["flead_1_process"]["ratio_to_river_loop"] = statistics.median(river_ratio)
+    for name in ("flead_logic_loop", "flead_1_process"):
+        river_ratio = [
+            f["records_per_second"] / r["records_per_second"]
+            for f, r in zip(measures[name], measures["river_loop"], strict=True)
+        ]
+        table[name]["ratio_to_river_loop"] = statistics.median(river_ratio)
     for parallelism in (1, 2):
         progress(f"PyFlink, parallelism {parallelism}")
         result = pyflink(fleet, parallelism)
@@ -241,6 +245,11 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {label} | — | — | failed: see JSON |")
 
     row("river_loop", "plain Python + River loop")
+    row(
+        "flead_logic_loop",
+        "FLEAD's operators in a plain loop (no dataflow, no outputs)",
+        f"{t['flead_logic_loop']['ratio_to_river_loop']:.2f}× the River loop",
+    )
     row(
         "flead_1_process",
         "FLEAD replay, full pipeline, 1 process",

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from bench.fleet import FleetStats, generate_fleet
-from bench.references import floor_loop, pyflink_job, river_loop
+from bench.references import flead_logic_loop, floor_loop, pyflink_job, river_loop
 from bench.references.device_logic import FEDAVG_EVERY, WARMUP, WINDOW, FedAvg, Model, Window
 
 
@@ -30,6 +30,17 @@ def test_river_loop_counts(fleet: tuple[Path, FleetStats]) -> None:
     assert result["devices"] == stats.devices
     assert 0 < result["anomalies"] < 0.2 * stats.records
     # A device reports every 10 s, so the 60-second rule closes its rounds after 7 readings.
+    assert result["local_updates"] == stats.devices * (150 // 7)
+    assert result["global_versions"] == result["local_updates"] // FEDAVG_EVERY
+
+
+def test_flead_logic_loop_closes_the_same_rounds_as_the_river_loop(fleet: tuple[Path, FleetStats]) -> None:
+    path, stats = fleet
+    result = flead_logic_loop.run(path)
+    assert result["records"] == stats.records
+    assert result["devices"] == stats.devices
+    assert result["rejected"] == 0
+    assert 0 < result["anomalies"] < 0.2 * stats.records
     assert result["local_updates"] == stats.devices * (150 // 7)
     assert result["global_versions"] == result["local_updates"] // FEDAVG_EVERY
 
