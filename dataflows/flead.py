@@ -21,25 +21,27 @@ Settings come from ``FLEAD_*`` environment variables (see README.md).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bytewax.operators as op
 import orjson
 from bytewax.dataflow import Dataflow, Stream
 
-from dataflows.config import Settings, start_or_exit
+from dataflows.config import KafkaSettings, Settings, start_or_exit
 from dataflows.loopback import loopback_path
 from dataflows.sources import ReplaySource
 from dataflows.steps import EvaluationLogic, FedAvgLogic, ShardLogic, SummaryLogic
-from operators.device import Detection
-from operators.fedavg import GlobalModel, LocalUpdate
+from operators.fedavg import GlobalModel
 from operators.messages import Rejection
 from operators.run_totals import SourceProgress
 from operators.shard import combined_counters
 from operators.sharding import ShardBatch, newest_to_every_shard, route_by_shard, shard_keys
 from sinks.console import ReportSink
-from sinks.jsonl import JsonLinesSink, json_lines, reset_outputs
+from sinks.jsonl import JsonLinesSink, Row, json_lines, reset_outputs
 from sinks.loopback import LoopbackSink
+
+if TYPE_CHECKING:
+    from sinks.kafka import KafkaRecord
 
 OUTPUT_FILES = [
     "anomalies.jsonl",
@@ -159,25 +161,11 @@ def build_flow(settings: Settings, continue_from: GlobalModel | None = None) -> 
         )
         op.output("database", db_rows, sink)
 
-    # Results to Kafka topics: JSON values, keyed by device id (global models by version).
+    # The same rows to Kafka topics, as JSON values keyed by device, version or source.
     if kafka is not None:
         from sinks.kafka import KafkaTopicsSink
 
-        records = op.merge(
-            "kafka_records",
-            op.map("anomaly_records", anomalies, to_topic(kafka.anomalies_topic, device_of, Detection.anomaly_row)),
-            op.map("update_records", local_updates, to_topic(kafka.local_updates_topic, device_of, LocalUpdate.as_row)),
-            op.map(
-                "model_records",
-                op.map("model_list", global_models, lambda m: [m]),
-                to_topic(kafka.global_models_topic, version_of, GlobalModel.as_row),
-            ),
-            op.map(
-                "dead_letter_records",
-                op.map("rejection_list", rejected, lambda r: [r]),
-                to_topic(kafka.dead_letters_topic, source_of, Rejection.as_row),
-            ),
-        )
+        records = op.filter_map("kafka_records", rows, topic_records(kafka))
         op.output("kafka", records, KafkaTopicsSink(kafka.client_config()))
 
     # Totals, Prometheus counters, progress and summary.
@@ -194,21 +182,32 @@ def build_flow(settings: Settings, continue_from: GlobalModel | None = None) -> 
     return flow
 
 
-def to_topic(topic: str, key_of: Callable[[Any], str], row_of: Callable[[Any], dict]) -> Callable[[list], list]:
-    """A batch of results as ``(topic, key, JSON value)`` records."""
-    return lambda batch: [(topic, key_of(item).encode(), orjson.dumps(row_of(item))) for item in batch]
+TOPIC_KEYS = {
+    "anomalies": "device_id",
+    "local_models": "device_id",
+    "federated_models": "global_version",
+    "dead_letters": "source",
+}
+"""The tables whose rows also go to Kafka, and the field of a row that keys its message."""
 
 
-def device_of(item: Detection | LocalUpdate) -> str:
-    return item.reading.device_id if isinstance(item, Detection) else item.device_id
+def topic_records(kafka: KafkaSettings) -> Callable[[tuple[str, list[Row]]], list[KafkaRecord] | None]:
+    """``(table, rows)`` as ``(topic, key, JSON value)`` records, or ``None`` for a table with no topic."""
+    topics = {
+        "anomalies": kafka.anomalies_topic,
+        "local_models": kafka.local_updates_topic,
+        "federated_models": kafka.global_models_topic,
+        "dead_letters": kafka.dead_letters_topic,
+    }
 
+    def records(item: tuple[str, list[Row]]) -> list[KafkaRecord] | None:
+        table, rows = item
+        if table not in topics:
+            return None
+        topic, key = topics[table], TOPIC_KEYS[table]
+        return [(topic, str(row[key]).encode(), orjson.dumps(row)) for row in rows]
 
-def version_of(model: GlobalModel) -> str:
-    return str(model.version)
-
-
-def source_of(rejection: Rejection) -> str:
-    return rejection.source
+    return records
 
 
 def output_files(settings: Settings) -> list[str]:

@@ -6,7 +6,7 @@ import orjson
 import pytest
 from bytewax.testing import run_main
 
-from dataflows.flead import build_flow
+from dataflows.flead import build_flow, topic_records
 from tests.dataflow.conftest import settings_for
 
 
@@ -114,3 +114,17 @@ def test_a_fresh_run_replaces_the_outputs_of_the_last_one(run, nab_sample, tmp_p
     assert (tmp_path / "stale" / "dead_letters.jsonl").read_text().count("\n") == 1
     assert not (tmp_path / "stale" / "scores.jsonl").exists()
     assert orjson.loads((tmp_path / "stale" / "summary.json").read_bytes())["rows_read"] == 1883
+
+
+def test_rows_go_to_their_topics_keyed_by_device_version_or_source(nab_sample, tmp_path):
+    settings = settings_for(nab_sample, tmp_path, kafka_brokers="127.0.0.1:9")
+    records = topic_records(settings.kafka)
+    anomaly, model = {"device_id": "pump-1", "z_score": 4.2}, {"global_version": 7, "intercept": -1.5}
+    source = "kafka:edge-iiot-stream:0:12"
+    letter = {"source": source, "reason": "invalid_json"}
+    assert records(("anomalies", [anomaly])) == [("anomalies", b"pump-1", orjson.dumps(anomaly))]
+    assert records(("local_models", [anomaly])) == [("local-model-updates", b"pump-1", orjson.dumps(anomaly))]
+    assert records(("federated_models", [model])) == [("global-model-updates", b"7", orjson.dumps(model))]
+    assert records(("dead_letters", [letter])) == [("flead-dead-letters", source.encode(), orjson.dumps(letter))]
+    assert records(("model_evaluations", [model])) is None
+    assert records(("scores", [anomaly])) is None

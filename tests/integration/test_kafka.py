@@ -122,6 +122,7 @@ def test_producer_to_dataflow_to_topics_and_tables_matches_replay(
 
     updates = consume(kafka.bootstrap, topics["FLEAD_TOPIC_LOCAL_UPDATES"])
     assert len(updates) == reference["local_updates"]
+    assert all(m.key().decode() == orjson.loads(m.value())["device_id"] for m in updates)
     models = consume(kafka.bootstrap, topics["FLEAD_TOPIC_GLOBAL_MODELS"])
     assert sorted(int(m.key()) for m in models) == list(range(1, reference["global_versions"] + 1))
 
