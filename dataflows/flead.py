@@ -132,7 +132,7 @@ def build_flow(settings: Settings, continue_from: GlobalModel | None = None) -> 
         ),
     )
 
-    # Results as (table, rows): the JSON Lines files (replay) and the database tables.
+    # Results as (table, rows): the JSON Lines files (replay), the database tables and the Kafka topics.
     table_rows = [
         op.map("anomaly_rows", anomalies, lambda batch: ("anomalies", [d.anomaly_row() for d in batch])),
         op.map("local_model_rows", local_updates, lambda batch: ("local_models", [u.as_row() for u in batch])),
@@ -182,29 +182,20 @@ def build_flow(settings: Settings, continue_from: GlobalModel | None = None) -> 
     return flow
 
 
-TOPIC_KEYS = {
-    "anomalies": "device_id",
-    "local_models": "device_id",
-    "federated_models": "global_version",
-    "dead_letters": "source",
-}
-"""The tables whose rows also go to Kafka, and the field of a row that keys its message."""
-
-
 def topic_records(kafka: KafkaSettings) -> Callable[[tuple[str, list[Row]]], list[KafkaRecord] | None]:
     """``(table, rows)`` as ``(topic, key, JSON value)`` records, or ``None`` for a table with no topic."""
-    topics = {
-        "anomalies": kafka.anomalies_topic,
-        "local_models": kafka.local_updates_topic,
-        "federated_models": kafka.global_models_topic,
-        "dead_letters": kafka.dead_letters_topic,
+    topic_and_key = {
+        "anomalies": (kafka.anomalies_topic, "device_id"),
+        "local_models": (kafka.local_updates_topic, "device_id"),
+        "federated_models": (kafka.global_models_topic, "global_version"),
+        "dead_letters": (kafka.dead_letters_topic, "source"),
     }
 
     def records(item: tuple[str, list[Row]]) -> list[KafkaRecord] | None:
         table, rows = item
-        if table not in topics:
+        if table not in topic_and_key:
             return None
-        topic, key = topics[table], TOPIC_KEYS[table]
+        topic, key = topic_and_key[table]
         return [(topic, str(row[key]).encode(), orjson.dumps(row)) for row in rows]
 
     return records
