@@ -1,32 +1,32 @@
-"""Detection quality against labels: the z-rule, the local models, the global model.
+"""Detection quality, label-free first: NAB's score on the bundled series, and a labelled fleet.
 
-    .venv/bin/python -m bench.detection_quality                      # the bundled NAB data
-    .venv/bin/python -m bench.detection_quality --fleet fleet.jsonl  # a synthetic fleet (bench.fleet)
+    .venv/bin/python -m bench.detection_quality                      # NAB: the 13 bundled series
+    .venv/bin/python -m bench.detection_quality --fleet fleet.jsonl  # a generated fleet (bench.fleet)
 
-Runs the dataflow twice with ``FLEAD_SCORES=1``:
+Every run replays the input through the dataflow with ``FLEAD_SCORES=1`` and the labels
+hidden from it (``FLEAD_LABEL_COLUMN`` names a column no row has), then scores what it wrote
+against the labels.
 
-1. *labelled*: the models learn from the labels as they arrive (predict, then learn);
-2. *label-free*: the labels are hidden from the dataflow, so the models learn only the
-   z-rule's decisions; the scores are compared with the labels afterwards.
+*NAB* (``bench/nab_score.py``): the three profiles' normalised scores, each at its best
+threshold over the whole corpus (NAB's rule), of FLEAD's alerts (the calibrated score, with
+the flags inside an incident after its alert held below the threshold, as an operator sees
+them), of the calibrated score on every reading, and of |z| mapped to |z|/(1+|z|) (a
+windowed Gaussian); then the standard score at FLEAD's own threshold.
 
-For each, the share of readings flagged and the precision, recall and F1 against the labels
-of: the z-rule alone (|z| ≥ warning), the local models (score > threshold), the global model
-(its score, once one exists), and ``is_anomaly`` (the z-rule or the local model); and the
-ROC AUC of the score behind each rule (|z|, the local score, the global score): how well it
-ranks anomalous readings above normal ones at any threshold (0.5 is chance). Every reading
-is scored by the models as they were when it arrived, so these are the numbers of a live
-stream, learning included. NAB labels whole windows around each anomaly, so point-wise
-scores are low for every detector that reacts to single readings.
-
-A second table follows the global model through the run: its ROC AUC over each fifth of the
-readings in event-time order, beside |z|'s, which does not learn. A federation that learns
-ranks better fifth by fifth.
+*Fleet*: the share flagged, precision, recall, F1 and the false-alarm rate (flagged normal
+readings over all normal readings) of ``is_anomaly`` and of the z-rule, pooled over the
+fleet after each device's first ``--warmup`` readings, with the ROC AUC and the PR AUC
+(average precision) of the score behind each. A third row is the logistic model trained on
+labels that reach each device ``--label-delay`` readings late (operator feedback), so that
+a model that only learns "we are inside a labelled anomaly" cannot pass for a detector.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
+import math
 import os
 import subprocess
 import sys
@@ -36,13 +36,17 @@ from pathlib import Path
 
 import orjson
 
+from bench import nab_score
 from operators.messages import iso_timestamp, parse_timestamp
 
 REPO = Path(__file__).resolve().parents[1]
 NAB = REPO / "data" / "nab"
+HIDDEN = {"FLEAD_LABEL_COLUMN": "hidden_label"}
+"""Settings that hide the labels from the dataflow: it reads a label column no row has."""
 
 Truth = dict[tuple[str, str], int]
 """The label of each reading, by (device id, timestamp as the dataflow writes it)."""
+Score = Callable[[dict], float | None]
 
 
 def nab_labels() -> Truth:
@@ -55,6 +59,15 @@ def nab_labels() -> Truth:
     return found
 
 
+def nab_windows() -> dict[str, list[tuple[str, str]]]:
+    """Each series' anomaly windows, as (first, last) timestamps the way the dataflow writes them."""
+    windows = json.loads((NAB / "windows.json").read_text())
+    return {
+        name.removesuffix(".csv"): [(iso_timestamp(parse_timestamp(a)), iso_timestamp(parse_timestamp(b))) for a, b in pairs]
+        for name, pairs in windows.items()
+    }
+
+
 def fleet_labels(path: Path) -> Truth:
     found = {}
     for line in path.read_bytes().splitlines():
@@ -64,6 +77,7 @@ def fleet_labels(path: Path) -> Truth:
 
 
 def scores(source: Path, **settings: str) -> list[dict]:
+    """The rows of ``scores.jsonl`` from a replay of ``source`` with ``settings``."""
     with tempfile.TemporaryDirectory() as out:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLEAD_")}
         env.update(FLEAD_INPUT=str(source), FLEAD_OUT_DIR=out, FLEAD_SCORES="1", FLEAD_PROGRESS_SECONDS="0", **settings)
@@ -73,18 +87,76 @@ def scores(source: Path, **settings: str) -> list[dict]:
         return [orjson.loads(line) for line in (Path(out) / "scores.jsonl").read_bytes().splitlines()]
 
 
-def quality(rows: list[dict], truth: Truth, decide: Callable[[dict], bool]) -> dict[str, float]:
-    tp = fp = fn = 0
+def alert_score(row: dict) -> float:
+    """The score as the alerts show it: a flag inside an incident, after its alert, is held
+    just below the threshold (the device already raised the incident)."""
+    if row["is_anomaly"] and not row["alert"]:
+        return min(row["score"], math.nextafter(row["threshold"], 0.0))
+    return row["score"]
+
+
+def z_mapped(row: dict) -> float:
+    z = abs(row["z_score"])
+    return z / (1.0 + z)
+
+
+NAB_DETECTORS: dict[str, Score] = {
+    "FLEAD alerts (calibrated score, one per incident)": alert_score,
+    "FLEAD calibrated score, every reading": lambda row: row["score"],
+    "\\|z\\|/(1+\\|z\\|), windowed Gaussian": z_mapped,
+}
+
+
+def nab_corpus(rows: list[dict], score: Score, windows: dict[str, list[tuple[str, str]]]) -> nab_score.Corpus:
+    """The rows of a replay of the bundled series as NAB's corpus, scored by ``score``."""
+    by_series: dict[str, list[dict]] = {}
+    for row in rows:
+        by_series.setdefault(row["device_id"], []).append(row)
+    series = {}
+    for name, series_rows in by_series.items():
+        series_rows.sort(key=lambda r: r["timestamp"])  # one ISO-8601 UTC form: text order is time order
+        index = {r["timestamp"]: i for i, r in enumerate(series_rows)}
+        series[name] = ([score(r) for r in series_rows], [(index[a], index[b]) for a, b in windows.get(name, [])])
+    return nab_score.Corpus.of(series)
+
+
+def nab_table(rows: list[dict]) -> list[str]:
+    windows = nab_windows()
+    lines = [
+        "| detector | standard | reward low FP | reward low FN |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, score in NAB_DETECTORS.items():
+        corpus = nab_corpus(rows, score, windows)
+        cells = [f"{nab_score.best(corpus, profile).score:.1f}" for profile in nab_score.PROFILES.values()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    corpus = nab_corpus(rows, alert_score, windows)
+    threshold = rows[0]["threshold"]
+    at = nab_score.at_threshold(corpus, nab_score.PROFILES["standard"], threshold)
+    lines.append("")
+    lines.append(f"FLEAD's alerts at its own threshold ({threshold}), standard profile: {at.score:.1f}")
+    return lines
+
+
+def confusion(rows: list[dict], truth: Truth, decide: Callable[[dict], bool]) -> dict[str, float]:
+    tp = fp = fn = tn = 0
     for row in rows:
         actual = truth[(row["device_id"], row["timestamp"])]
         flagged = decide(row)
         tp += flagged and actual
         fp += flagged and not actual
         fn += actual and not flagged
+        tn += not actual and not flagged
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1, "flagged": tp + fp}
+    return {
+        "flagged": (tp + fp) / len(rows) if rows else 0.0,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "false_alarm_rate": fp / (fp + tn) if fp + tn else 0.0,
+    }
 
 
 def roc_auc(scored: list[tuple[float, int]]) -> float | None:
@@ -112,82 +184,96 @@ def roc_auc(scored: list[tuple[float, int]]) -> float | None:
     return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
 
 
-def score_auc(rows: list[dict], truth: Truth, score: Callable[[dict], float | None]) -> float | None:
-    """ROC AUC of ``score`` against the labels, over the rows that have one."""
-    return roc_auc([(s, truth[(r["device_id"], r["timestamp"])]) for r in rows if (s := score(r)) is not None])
+def average_precision(scored: list[tuple[float, int]]) -> float | None:
+    """The area under the precision-recall curve as average precision: the mean, over the
+    anomalous readings, of the precision at the threshold that first flags each (ties flagged together).
+
+    >>> average_precision([(0.9, 1), (0.8, 0), (0.7, 1), (0.1, 0)])
+    0.8333333333333333
+    """
+    positives = sum(label for _, label in scored)
+    if not positives:
+        return None
+    ordered = sorted(scored, key=lambda pair: pair[0], reverse=True)
+    total = flagged = found = 0
+    i = 0
+    while i < len(ordered):
+        level = ordered[i][0]
+        run_positives = 0
+        while i < len(ordered) and ordered[i][0] == level:
+            run_positives += ordered[i][1]
+            flagged += 1
+            i += 1
+        found += run_positives
+        total += run_positives * found / flagged
+    return total / positives
 
 
-DECIDERS: dict[str, tuple[Callable[[dict], bool], Callable[[dict], float | None] | None]] = {
-    "z-rule alone (\\|z\\| ≥ 2.5)": (lambda r: r["severity"] in ("warning", "critical"), lambda r: abs(r["z_score"])),
-    "local models (score > 0.5)": (lambda r: r["score"] > 0.5, lambda r: r["score"]),
-    "global model (score > 0.5)": (lambda r: (r["global_score"] or 0.0) > 0.5, lambda r: r["global_score"]),
-    "is_anomaly (z-rule or local model)": (lambda r: r["is_anomaly"], None),
+def score_aucs(rows: list[dict], truth: Truth, score: Score) -> tuple[float | None, float | None]:
+    scored = [(s, truth[(r["device_id"], r["timestamp"])]) for r in rows if (s := score(r)) is not None]
+    return roc_auc(scored), average_precision(scored)
+
+
+def after_warmup(rows: list[dict], warmup: int) -> list[dict]:
+    """Each device's rows after its first ``warmup`` (the file is in time order per device)."""
+    seen: dict[str, int] = {}
+    kept = []
+    for row in rows:
+        n = seen[row["device_id"]] = seen.get(row["device_id"], 0) + 1
+        if n > warmup:
+            kept.append(row)
+    return kept
+
+
+FLEET_DECIDERS: dict[str, tuple[Callable[[dict], bool], Score]] = {
+    "FLEAD `is_anomaly` (calibrated score ≥ threshold)": (lambda r: r["is_anomaly"], lambda r: r["score"]),
+    "z-rule (\\|z\\| ≥ 2.5)": (lambda r: abs(r["z_score"]) >= 2.5, lambda r: abs(r["z_score"])),
 }
-"""Each rule's decision, and the score it thresholds (``None``: a decision with no one score)."""
 
 
-def table(runs: dict[str, list[dict]], truth: Truth) -> list[str]:
+def fleet_table(runs: dict[str, list[dict]], truth: Truth) -> list[str]:
     lines = [
-        "| decision | training | flagged | precision | recall | F1 | ROC AUC |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| decision | labels | flagged | precision | recall | F1 | false-alarm rate | ROC AUC | PR AUC |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name, (decide, score) in DECIDERS.items():
-        for run, rows in runs.items():
-            q = quality(rows, truth, decide)
-            auc = None if score is None else score_auc(rows, truth, score)
-            shown = "—" if auc is None else f"{auc:.3f}"
-            flagged = f"{q['flagged'] / len(rows):.1%}"
+
+    def line(name: str, run: str, rows: list[dict], decide: Callable[[dict], bool], score: Score) -> str:
+        q = confusion(rows, truth, decide)
+        roc, pr = score_aucs(rows, truth, score)
+        aucs = " | ".join("—" if auc is None else f"{auc:.3f}" for auc in (roc, pr))
+        return (
+            f"| {name} | {run} | {q['flagged']:.1%} | {q['precision']:.3f} | {q['recall']:.3f} | {q['f1']:.3f} "
+            f"| {q['false_alarm_rate']:.2%} | {aucs} |"
+        )
+
+    label_free = runs["label-free"]
+    for name, (decide, score) in FLEET_DECIDERS.items():
+        lines.append(line(name, "none", label_free, decide, score))
+    for run, rows in runs.items():
+        if run != "label-free":
             lines.append(
-                f"| {name} | {run} | {flagged} | {q['precision']:.3f} | {q['recall']:.3f} | {q['f1']:.3f} | {shown} |"
+                line("logistic model (probability > 0.5)", run, rows, lambda r: r["model_score"] > 0.5, lambda r: r["model_score"])
             )
-    return lines
-
-
-def auc_by_period(
-    rows: list[dict], truth: Truth, score: Callable[[dict], float | None], periods: int
-) -> list[float | None]:
-    """ROC AUC of ``score`` over each of ``periods`` equal runs of readings in event-time order."""
-    ordered = sorted(rows, key=lambda r: r["timestamp"])  # one ISO-8601 UTC form: text order is time order
-    found = []
-    for period in range(periods):
-        part = ordered[period * len(ordered) // periods : (period + 1) * len(ordered) // periods]
-        found.append(score_auc(part, truth, score))
-    return found
-
-
-PERIODS = 5
-
-
-def global_model_over_time(runs: dict[str, list[dict]], truth: Truth) -> list[str]:
-    """Whether the federation learns: the global model's ROC AUC over each fifth of the run,
-    beside |z|'s (which does not learn). Each reading is scored by the version of the moment."""
-    columns = {
-        f"global model, {run}": auc_by_period(rows, truth, lambda r: r["global_score"], PERIODS)
-        for run, rows in runs.items()
-    }
-    columns["\\|z\\|"] = auc_by_period(next(iter(runs.values())), truth, lambda r: abs(r["z_score"]), PERIODS)
-    lines = [
-        "| ROC AUC by fifth of the run | " + " | ".join(columns) + " |",
-        "| --- |" + " ---: |" * len(columns),
-    ]
-    for period in range(PERIODS):
-        cells = ["—" if (auc := column[period]) is None else f"{auc:.3f}" for column in columns.values()]
-        lines.append(f"| {period + 1} | " + " | ".join(cells) + " |")
     return lines
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--fleet", type=Path, help="a synthetic fleet (JSON Lines from bench.fleet); default: NAB")
+    parser.add_argument("--fleet", type=Path, help="a generated fleet (JSON Lines from bench.fleet); default: NAB")
+    parser.add_argument("--warmup", type=int, default=100, help="readings of each device left out of the fleet table")
+    parser.add_argument("--label-delay", type=int, default=100, help="readings before a label reaches its device")
     args = parser.parse_args(argv)
     if args.fleet is None:
-        source, truth, hidden = NAB, nab_labels(), {"FLEAD_LABEL_COLUMN": "hidden_label", "FLEAD_FIELDS": "value"}
-    else:
-        source, truth, hidden = args.fleet, fleet_labels(args.fleet), {"FLEAD_LABEL_COLUMN": "hidden_label"}
-    runs = {"labelled": scores(source), "label-free": scores(source, **hidden)}
-    print("\n".join(table(runs, truth)))
-    print()
-    print("\n".join(global_model_over_time(runs, truth)))
+        print("\n".join(nab_table(scores(NAB, FLEAD_FIELDS="value", **HIDDEN))))
+        return
+    truth = fleet_labels(args.fleet)
+    runs = {
+        "label-free": after_warmup(scores(args.fleet, **HIDDEN), args.warmup),
+        f"{args.label_delay} readings late": after_warmup(
+            scores(args.fleet, FLEAD_LABEL_DELAY=str(args.label_delay)), args.warmup
+        ),
+    }
+    print("\n".join(fleet_table(runs, truth)))
 
 
 if __name__ == "__main__":

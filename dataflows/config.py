@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dataflows.replay_files import replay_files
-from operators.device import DetectionSettings
+from operators.device import DETECTORS, DetectionSettings
 from operators.messages import MessageLimits
 
 BUNDLED_DATA = Path(__file__).resolve().parent.parent / "data" / "nab"
@@ -53,6 +53,20 @@ def _probability(text: str) -> float:
     value = float(text)
     if not 0 < value < 1:
         raise ValueError("must be between 0 and 1 (exclusive)")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise ValueError("must be at least 0 and below 1")
+    return value
+
+
+def _detector(text: str) -> str:
+    value = text.strip()
+    if value not in DETECTORS:
+        raise ValueError(f"must be one of {', '.join(DETECTORS)}")
     return value
 
 
@@ -132,8 +146,8 @@ SETTINGS: tuple[Setting, ...] = (
         "Readings in the short window that level-shift and spread features compare with the long one.",
     ),
     Setting("FLEAD_WARMUP", "10", _positive_int, "Readings a field needs before its z-score counts."),
-    Setting("FLEAD_Z_WARNING", "2.5", _positive_float, "|z| at or above this is a `warning`."),
-    Setting("FLEAD_Z_CRITICAL", "3.0", _positive_float, "|z| at or above this is `critical`."),
+    Setting("FLEAD_Z_WARNING", "2.5", _positive_float, "With `FLEAD_DETECTOR=z_rule`: |z| at or above this is a `warning`."),
+    Setting("FLEAD_Z_CRITICAL", "3.0", _positive_float, "With `FLEAD_DETECTOR=z_rule`: |z| at or above this is `critical`."),
     Setting("FLEAD_ROUND_ROWS", "50", _positive_int, "A local round closes after this many readings..."),
     Setting(
         "FLEAD_ROUND_SECONDS", "60", _non_negative_float, "...or after this many seconds of event time (0 = rows only)."
@@ -164,14 +178,54 @@ SETTINGS: tuple[Setting, ...] = (
         "Comma-separated telemetry fields; empty = every numeric field except the label.",
     ),
     Setting("FLEAD_SCORES", "false", _flag, "Also write `scores.jsonl`, one row per processed reading."),
-    Setting("FLEAD_LEARNING_RATE", "0.05", _positive_float, "SGD learning rate of the local models."),
+    Setting("FLEAD_LEARNING_RATE", "0.05", _positive_float, "SGD learning rate of the logistic models (they learn from labels)."),
     Setting(
         "FLEAD_POSITIVE_WEIGHT",
         "5",
         _positive_float,
-        "Training weight of a reading labelled anomalous (anomalies are rare); z-rule decisions weigh 1.",
+        "Training weight of a reading labelled anomalous (anomalies are rare).",
     ),
-    Setting("FLEAD_SCORE_THRESHOLD", "0.5", _probability, "A model score above this flags an anomaly."),
+    Setting(
+        "FLEAD_DETECTOR",
+        "calibrated",
+        _detector,
+        "What flags an anomaly: `calibrated` (the score at or above the threshold) or `z_rule` "
+        "(|z| at or above `FLEAD_Z_WARNING`, the reference design's rule).",
+    ),
+    Setting(
+        "FLEAD_SCORE_THRESHOLD",
+        "0.5",
+        _probability,
+        "A calibrated score at or above this is an anomaly (score = 1 − Q^(1/10) for a tail probability Q: "
+        "0.5 ≈ 1 reading in 1,000 of a device's ordinary readings).",
+    ),
+    Setting(
+        "FLEAD_TARGET_FALSE_ALARM_RATE",
+        "0",
+        _rate,
+        "When above 0, FedAvg sets the threshold from the fleet's scores so that about this share of readings "
+        "is flagged (e.g. `0.001`); it travels with each global model.",
+    ),
+    Setting(
+        "FLEAD_ALERT_GAP",
+        "100",
+        _non_negative_int,
+        "Readings after a device's alert in which its further anomalies belong to the same incident (no new alert).",
+    ),
+    Setting(
+        "FLEAD_NORMAL_PRIOR_READINGS",
+        "300",
+        _non_negative_float,
+        "How many readings of history the fleet's normal model counts for in a device's calibration "
+        "(0 = each device calibrates on its own readings alone).",
+    ),
+    Setting(
+        "FLEAD_LABEL_DELAY",
+        "0",
+        _non_negative_int,
+        "Readings between a reading and the arrival of its label (operator feedback is late); "
+        "the logistic models learn only from labels.",
+    ),
     Setting("FLEAD_MAX_MESSAGE_BYTES", "65536", _positive_int, "Larger messages are rejected."),
     Setting("FLEAD_MAX_FIELDS", "32", _positive_int, "Messages with more telemetry fields are rejected."),
     Setting(
@@ -350,7 +404,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             round_seconds=raw["FLEAD_ROUND_SECONDS"],
             learning_rate=raw["FLEAD_LEARNING_RATE"],
             positive_weight=raw["FLEAD_POSITIVE_WEIGHT"],
+            detector=raw["FLEAD_DETECTOR"],
             score_threshold=raw["FLEAD_SCORE_THRESHOLD"],
+            target_false_alarm_rate=raw["FLEAD_TARGET_FALSE_ALARM_RATE"],
+            alert_gap=raw["FLEAD_ALERT_GAP"],
+            prior_weight=raw["FLEAD_NORMAL_PRIOR_READINGS"],
+            label_delay=raw["FLEAD_LABEL_DELAY"],
         ),
         limits=MessageLimits(
             max_bytes=raw["FLEAD_MAX_MESSAGE_BYTES"],

@@ -112,7 +112,7 @@ def build_flow(settings: Settings, continue_from: GlobalModel | None = None) -> 
         op.stateful_batch(
             "fedavg",
             op.key_on("federation", local_updates, lambda _: "federation"),
-            FedAvgLogic.builder(settings.fedavg_updates, settings.fedavg_seconds, continue_from),
+            FedAvgLogic.builder(settings.fedavg_updates, settings.fedavg_seconds, settings.detection, continue_from),
         ),
     )
     if not settings.reads_kafka:

@@ -80,13 +80,21 @@ class FedAvgLogic(StatefulBatchLogic[list[LocalUpdate], GlobalModel, Snapshot]):
         self.aggregator = aggregator
 
     @classmethod
-    def builder(cls, every_updates: int, every_seconds: float, continue_from: GlobalModel | None = None):
+    def builder(
+        cls,
+        every_updates: int,
+        every_seconds: float,
+        detection: DetectionSettings,
+        continue_from: GlobalModel | None = None,
+    ):
         """``continue_from``: the newest global model made before this run, for a start without recovery state."""
 
         def build(resume: StoredSnapshot | None) -> FedAvgLogic:
             if resume is not None:
                 return cls(thaw(resume, "fedavg"))
-            aggregator = FedAvgAggregator(every_updates, every_seconds)
+            aggregator = FedAvgAggregator(
+                every_updates, every_seconds, detection.score_threshold, detection.target_false_alarm_rate
+            )
             if continue_from is not None:
                 aggregator.adopt(continue_from)
             return cls(aggregator)

@@ -1,15 +1,34 @@
-"""One device's state: rolling windows, z-rule, local model and its training rounds."""
+"""One device's state: per-field windows and forecasts, the calibrated score, the local model and its rounds."""
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 from operators.features import reading_features
 from operators.fedavg import GlobalModel, LocalUpdate
+from operators.forecast import LEVEL_WARMUP, FieldForecaster
+from operators.likelihood import RECENT, AnomalyLikelihood, rarest, score_of
 from operators.local_model import LocalModel, ModelParameters, log_loss, sigmoid
 from operators.messages import Telemetry, iso_timestamp
+from operators.normal_model import EVIDENCE, NormalModel, RoundMoments
 from operators.rolling_stats import RollingStats
+from operators.threshold import ThresholdCounts, critical_threshold
+
+DETECTORS = ("calibrated", "z_rule")
+"""What ``is_anomaly`` follows: the calibrated score at or above the threshold (default), or
+the reference design's rule, |z| at or above the warning level."""
+
+MODEL_THRESHOLD = 0.5
+"""The logistic models (learned from labels) flag a reading whose probability is above this."""
+
+SPREAD_CAP = 10.0
+
+EVIDENCE_WARMUP = LEVEL_WARMUP + RECENT
+"""Readings before a device's evidence means what it will mean later (the level forecaster is
+ready and the recent window full): only later ones count into the fleet's normal model."""
 
 
 @dataclass(frozen=True)
@@ -25,19 +44,33 @@ class DetectionSettings:
     round_seconds: float = 60.0
     learning_rate: float = 0.05
     positive_weight: float = 5.0
+    detector: str = "calibrated"
     score_threshold: float = 0.5
+    """A reading whose calibrated score is at or above this is an anomaly (``1 − Q^(1/10)``:
+    0.5 is a tail probability of about 1 in 1,000)."""
+    target_false_alarm_rate: float = 0.0
+    """When above 0, FedAvg sets the threshold from the fleet's scores so that about this share
+    of readings is flagged, and every device takes it with the global model."""
+    alert_gap: int = 100
+    """Readings after an alert during which further flags of the device belong to the same
+    incident and raise no new alert."""
+    label_delay: int = 0
+    """Readings between a reading and the arrival of its label (operator feedback is late)."""
+    prior_weight: float = 300.0
+    """How many readings of history the fleet's normal model counts for in a device's
+    calibration (0: every device calibrates on its own readings alone)."""
+
+    def __post_init__(self) -> None:
+        if self.detector not in DETECTORS:
+            raise ValueError(f"detector must be one of {', '.join(DETECTORS)}, got {self.detector!r}")
 
     def severity(self, abs_z: float) -> str | None:
+        """The z-rule's severity of a reading."""
         if abs_z >= self.z_critical:
             return "critical"
         if abs_z >= self.z_warning:
             return "warning"
         return None
-
-
-Z_RULE_SEVERITIES = ("warning", "critical")
-MODEL_SEVERITY = "suspect"
-"""The severity of a reading the model flags while its z-score stays under the warning level."""
 
 
 @dataclass(slots=True)
@@ -49,8 +82,14 @@ class Detection:
     field: str
     severity: str | None
     score: float
-    """The device's local model's probability that the reading is anomalous."""
+    """The calibrated, label-free anomaly score in [0, 1]."""
     is_anomaly: bool
+    alert: bool
+    """The first anomaly of an incident: flagged, and no alert in the last ``alert_gap`` readings."""
+    threshold: float
+    """The score threshold in force for this reading."""
+    model_score: float
+    """The device's logistic model's probability (learned from labels only)."""
     global_score: float | None
     global_version: int
     explanation: list[dict[str, Any]]
@@ -74,50 +113,75 @@ class Detection:
             "timestamp": iso_timestamp(self.reading.timestamp),
             "score": round(self.score, 6),
             "is_anomaly": self.is_anomaly,
+            "alert": self.alert,
+            "threshold": round(self.threshold, 6),
             "label": self.reading.label,
             "severity": self.severity,
             "z_score": round(self.z_score, 4),
+            "model_score": round(self.model_score, 6),
             "global_score": None if self.global_score is None else round(self.global_score, 6),
             "global_version": self.global_version,
         }
 
 
 class DeviceState:
-    """Windows per telemetry field, the local model, and the round in progress.
+    """One device: per field a rolling window and a forecaster, the calibration of its evidence,
+    its logistic model, and the round in progress.
 
-    A round starts from the newest global model the device has received, trains the
-    local model predict-then-learn (on the label when there is one, else on the
-    z-rule's decision), and closes after ``round_rows`` readings or ``round_seconds``
-    of event time with a :class:`LocalUpdate`.
+    Every reading gets a label-free score: each field's forecast error and change of spread
+    are the *evidence*; the largest of each kind goes through its own anomaly likelihood,
+    calibrated against the device's history and, while that is short, the fleet's normal
+    model; the rarest of the two (Bonferroni-corrected) is the score. A round starts from
+    the newest global model, collects the moments of the evidence for the fleet's normal
+    model and, when labels arrive (``label_delay`` readings late), trains the logistic
+    model on them; it closes after ``round_rows`` readings or ``round_seconds`` of event time
+    with a :class:`LocalUpdate`.
     """
 
     __slots__ = (
         "base_global_version",
         "device_id",
+        "forecasters",
         "last_seen",
+        "likelihoods",
         "model",
         "model_version",
+        "pending_labels",
+        "readings",
         "round_base",
         "round_correct",
+        "round_labelled",
         "round_last",
         "round_loss",
+        "round_moments",
         "round_rows",
         "round_start",
+        "round_thresholds",
+        "since_alert",
         "windows",
     )
 
     def __init__(self, device_id: str, settings: DetectionSettings) -> None:
         self.device_id = device_id
         self.windows: dict[str, RollingStats] = {}
+        self.forecasters: dict[str, FieldForecaster] = {}
+        self.likelihoods = tuple(AnomalyLikelihood() for _ in EVIDENCE)
+        self.since_alert = settings.alert_gap
         self.model = LocalModel(settings.learning_rate, settings.positive_weight)
+        self.readings = 0
+        self.pending_labels: deque[tuple[int, dict[str, float], int]] = deque()
+        """Labels not yet arrived: (the reading count at which each arrives, features, label)."""
         self.model_version = 0
         self.base_global_version = 0
         self.round_base = ModelParameters()  # what River's new model holds: no weights, intercept 0
         self.round_rows = 0
         self.round_start = 0.0
         self.round_last = 0.0
+        self.round_labelled = 0
         self.round_correct = 0
         self.round_loss = 0.0
+        self.round_moments = RoundMoments()
+        self.round_thresholds = ThresholdCounts() if settings.target_false_alarm_rate > 0 else None
         self.last_seen = 0.0  # wall time of the latest reading, to close the round of a silent device
 
     def observe(
@@ -126,37 +190,88 @@ class DeviceState:
         """Score one reading, learn from it, and close the round when it is due."""
         if self.round_rows == 0:
             self._start_round(reading.timestamp, global_model)
+        timestamp = reading.timestamp
+        warmup = settings.warmup
         z_scores, z_changes, windows = [], [], []
         top_field, top_z = "", 0.0
         warmed_up = False
+        forecast, forecast_field, forecast_error = 0.0, "", 0.0
+        spread, spread_field, spread_ratio = 0.0, "", 0.0
         for name, value in reading.values.items():
             window = self.windows.get(name)
             if window is None:
                 window = self.windows[name] = RollingStats(settings.window, settings.short_window)
+                forecaster = self.forecasters[name] = FieldForecaster()
+            else:
+                forecaster = self.forecasters[name]
             previous_z = window.last_z
-            field_warmed_up = window.count >= settings.warmup
+            field_warmed_up = window.count >= warmup
             warmed_up = warmed_up or field_warmed_up
             z = window.push(value)
+            error = forecaster.push(timestamp, value)
             if not field_warmed_up:
                 z = window.last_z = 0.0
+            else:
+                if abs(error) > forecast:
+                    forecast, forecast_field, forecast_error = abs(error), name, error
+                _, short_std, long_std = window.short_vs_long()
+                if long_std > 0.0:
+                    ratio = math.log(short_std / long_std) if short_std > 0.0 else -SPREAD_CAP
+                    ratio = max(-SPREAD_CAP, min(SPREAD_CAP, ratio))
+                    if abs(ratio) > spread:
+                        spread, spread_field, spread_ratio = abs(ratio), name, ratio
             z_scores.append(z)
             z_changes.append(z - previous_z)
             windows.append(window)
             if abs(z) > abs(top_z) or not top_field:
                 top_field, top_z = name, z
-        features = reading_features(z_scores, z_changes, windows)
-        severity = settings.severity(abs(top_z))
 
-        # The score is the device's own model: it started this round from the newest global
-        # model and has learned from this device's readings since. The global model's score
-        # is what the live evaluation measures.
-        logit = self.model.logit(features)
-        score = sigmoid(logit)
-        global_score = global_model.parameters.probability(features) if global_model is not None else None
-        # Before any field has a warm window the features carry no information: no model flags.
-        is_anomaly = severity is not None or (warmed_up and score > settings.score_threshold)
-        if is_anomaly and severity is None:
-            severity = MODEL_SEVERITY
+        # The calibrated score: each kind of evidence against its own history (and the fleet's).
+        normal = global_model.normal if global_model is not None else None
+        prior_weight = settings.prior_weight
+        tails = []
+        averages = []
+        for i, raw in enumerate((forecast, spread)):
+            log_q, average = self.likelihoods[i].update(raw, normal.evidence[i] if normal else None, prior_weight)
+            tails.append(log_q)
+            averages.append(average)
+        if self.readings >= EVIDENCE_WARMUP:
+            self.round_moments.add(averages)
+        log_q = rarest(tails)
+        score = score_of(log_q)
+        if self.round_thresholds is not None:
+            self.round_thresholds.add(score)
+
+        threshold = settings.score_threshold
+        if settings.target_false_alarm_rate > 0 and global_model is not None and global_model.threshold is not None:
+            threshold = global_model.threshold
+        if settings.detector == "calibrated":
+            is_anomaly = score >= threshold
+            severity = ("critical" if score >= critical_threshold(threshold) else "warning") if is_anomaly else None
+        else:
+            severity = settings.severity(abs(top_z))
+            is_anomaly = severity is not None
+        alert = is_anomaly and self.since_alert >= settings.alert_gap
+        self.since_alert = 0 if alert else self.since_alert + 1
+
+        # The logistic models learn from labels only; until a device or the fleet has learned
+        # something, their scores say nothing, and the features are not built.
+        global_parameters = global_model.parameters if global_model is not None else None
+        uses_models = (
+            reading.label is not None
+            or self.model.trained
+            or (global_parameters is not None and bool(global_parameters.weights))
+        )
+        if uses_models:
+            features = reading_features(z_scores, z_changes, windows)
+            logit = self.model.logit(features)
+            model_score = sigmoid(logit)
+            global_score = global_parameters.probability(features) if global_parameters is not None else None
+        else:
+            features, logit, model_score, global_score = None, 0.0, 0.5, None
+        explanation = (
+            _explanation(tails, (forecast_field, spread_field), (forecast_error, spread_ratio)) if is_anomaly else []
+        )
         detection = Detection(
             reading,
             top_z,
@@ -164,23 +279,39 @@ class DeviceState:
             severity,
             score,
             is_anomaly,
+            alert,
+            threshold,
+            model_score,
             global_score,
             global_model.version if global_model is not None else 0,
-            self.model.parameters.contributions(features) if is_anomaly else [],
+            explanation,
         )
 
-        labelled = reading.label is not None
-        target = reading.label if labelled else int(severity in Z_RULE_SEVERITIES)
         self.round_rows += 1
-        self.round_last = reading.timestamp
-        self.round_correct += int((score > settings.score_threshold) == bool(target))
-        self.round_loss += log_loss(score, target)
-        self.model.learn(features, target, labelled, logit)
+        self.round_last = timestamp
+        self.readings += 1
+        if features is not None and reading.label is not None:
+            self.pending_labels.append((self.readings + settings.label_delay, features, reading.label))
+        pending = self.pending_labels
+        while pending and pending[0][0] <= self.readings:
+            _, learned_features, label = pending.popleft()
+            # With no delay the model is unchanged since it scored the reading: reuse the logit.
+            self._learn(learned_features, label, logit if settings.label_delay == 0 else None)
 
         due = self.round_rows >= settings.round_rows or (
-            settings.round_seconds > 0 and reading.timestamp - self.round_start >= settings.round_seconds
+            settings.round_seconds > 0 and timestamp - self.round_start >= settings.round_seconds
         )
         return detection, self.close_round() if due else None
+
+    def _learn(self, features: dict[str, float], label: int, logit: float | None = None) -> None:
+        """The logistic model's prequential step on one label that has arrived."""
+        if logit is None:
+            logit = self.model.logit(features)
+        probability = sigmoid(logit)
+        self.round_labelled += 1
+        self.round_correct += int((probability > MODEL_THRESHOLD) == bool(label))
+        self.round_loss += log_loss(probability, label)
+        self.model.learn(features, label, True, logit)
 
     def _start_round(self, timestamp: float, global_model: GlobalModel | None) -> None:
         if global_model is not None and global_model.version > self.base_global_version:
@@ -195,6 +326,8 @@ class DeviceState:
             return None
         self.model_version += 1
         parameters = self.model.parameters
+        labelled = self.round_labelled
+        thresholds = self.round_thresholds
         update = LocalUpdate(
             device_id=self.device_id,
             model_version=self.model_version,
@@ -202,12 +335,32 @@ class DeviceState:
             parameters=parameters,
             base=self.round_base,
             samples=self.round_rows,
-            accuracy=self.round_correct / self.round_rows,
-            loss=self.round_loss / self.round_rows,
+            labelled=labelled,
+            accuracy=self.round_correct / labelled if labelled else None,
+            loss=self.round_loss / labelled if labelled else None,
             timestamp=self.round_last,
+            normal=self.round_moments.model(),
+            threshold_counts=None if thresholds is None else (thresholds.samples, thresholds.reached),
         )
         self.round_base = parameters  # the next round goes on from here, unless a new global model comes first
         self.round_rows = 0
+        self.round_labelled = 0
         self.round_correct = 0
         self.round_loss = 0.0
+        self.round_moments = RoundMoments()
+        if thresholds is not None:
+            self.round_thresholds = ThresholdCounts()
         return update
+
+
+def _explanation(
+    tails: list[float], fields: tuple[str, ...], values: tuple[float, ...]
+) -> list[dict[str, Any]]:
+    """What moved: each kind of evidence, its field and value, rarest first."""
+    found = [
+        {"evidence": name, "field": field, "value": round(value, 4), "log10_tail": round(tail / math.log(10), 2)}
+        for name, tail, field, value in zip(EVIDENCE, tails, fields, values, strict=True)
+        if field
+    ]
+    found.sort(key=lambda item: item["log10_tail"])
+    return found

@@ -3,34 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from operators.aggregation import fedavg
 from operators.local_model import ModelParameters
 from operators.messages import iso_timestamp, parse_timestamp
-
-
-def fedavg(weights: Sequence[Sequence[float]], samples: Sequence[int]) -> list[float]:
-    """``Σ n_k·w_k / Σ n_k`` over clients k, coordinate by coordinate.
-
-    >>> [round(w, 3) for w in fedavg(
-    ...     [[0.45, 0.35, 0.25], [0.55, 0.25, 0.20], [0.48, 0.32, 0.23]], [500, 400, 300])]
-    [0.491, 0.309, 0.228]
-    """
-    if len(weights) != len(samples):
-        raise ValueError(f"{len(weights)} weight vectors but {len(samples)} sample counts")
-    total = sum(samples)
-    if total <= 0:
-        raise ValueError("the sample counts must add up to more than 0")
-    dimension = len(weights[0])
-    averaged = [0.0] * dimension
-    for vector, n in zip(weights, samples, strict=False):
-        if len(vector) != dimension:
-            raise ValueError(f"weight vectors differ in length: {len(vector)} != {dimension}")
-        for i, w in enumerate(vector):
-            averaged[i] += n * w
-    return [w / total for w in averaged]
+from operators.normal_model import NormalModel, next_normal_model
+from operators.threshold import threshold_for_rate
 
 
 @dataclass(slots=True)
@@ -44,22 +24,34 @@ class LocalUpdate:
     base: ModelParameters
     """What the round started from: the global model it adopted, else the device's previous round's end."""
     samples: int
-    accuracy: float
-    loss: float
+    labelled: int
+    """Labels that reached the device in this round (the logistic model learned from them)."""
+    accuracy: float | None
+    """The logistic model's accuracy on those labels, before learning each (``None``: no label)."""
+    loss: float | None
     timestamp: float
+    normal: NormalModel = field(default_factory=NormalModel)
+    """The moments of the round's evidence, for the fleet's normal model."""
+    threshold_counts: tuple[int, list[int]] | None = None
+    """With a target false-alarm rate: the round's readings, and how many reached each grid threshold."""
 
     def as_row(self) -> dict[str, Any]:
-        return {
+        row = {
             "device_id": self.device_id,
             "model_version": self.model_version,
             "global_version": self.global_version,
             "weights": self.parameters.weights,
             "intercept": self.parameters.intercept,
             "samples_processed": self.samples,
+            "labelled": self.labelled,
             "accuracy": self.accuracy,
             "loss": self.loss,
+            "normal_model": self.normal.as_row(),
             "created_at": iso_timestamp(self.timestamp),
         }
+        if self.threshold_counts is not None:
+            row["threshold_counts"] = {"samples": self.threshold_counts[0], "reached": self.threshold_counts[1]}
+        return row
 
 
 @dataclass(slots=True)
@@ -68,11 +60,16 @@ class GlobalModel:
 
     version: int
     parameters: ModelParameters
-    accuracy: float
+    accuracy: float | None
+    """The devices' logistic models' accuracy on the labels of the rounds behind it (``None``: no label)."""
     num_devices: int
     num_updates: int
     samples: int
     timestamp: float
+    normal: NormalModel = field(default_factory=NormalModel)
+    """The fleet's normal model: what the evidence looks like when nothing is wrong."""
+    threshold: float | None = None
+    """The score threshold in force with this version."""
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -84,6 +81,8 @@ class GlobalModel:
             "num_devices": self.num_devices,
             "num_updates": self.num_updates,
             "samples": self.samples,
+            "threshold": self.threshold,
+            "normal_model": self.normal.as_row(),
             "created_at": iso_timestamp(self.timestamp),
         }
 
@@ -93,11 +92,13 @@ class GlobalModel:
         return cls(
             version=int(row["global_version"]),
             parameters=ModelParameters(dict(row["weights"]), float(row["intercept"])),
-            accuracy=float(row["accuracy"]),
+            accuracy=None if row["accuracy"] is None else float(row["accuracy"]),
             num_devices=int(row["num_devices"]),
             num_updates=int(row["num_updates"]),
             samples=int(row["samples"]),
             timestamp=parse_timestamp(row["created_at"]),
+            normal=NormalModel.from_row(row.get("normal_model")),
+            threshold=None if row.get("threshold") is None else float(row["threshold"]),
         )
 
 
@@ -108,6 +109,7 @@ class _DeviceContribution:
     weights: dict[str, float] = field(default_factory=dict)
     intercept: float = 0.0
     samples: int = 0
+    labelled: int = 0
     correct: float = 0.0
 
     def add_change(self, parameters: ModelParameters, base: ModelParameters, factor: float) -> None:
@@ -139,16 +141,31 @@ class FedAvgAggregator:
     (the staleness weight of FedBuff, Nguyen et al. 2022). A device that sent several
     updates since the last version counts once, with the sum of its weighted changes and the
     samples of all its rounds.
+
+    The fleet's normal model is pooled rather than moved: each version's is the moments of
+    the rounds since the last version pooled with the last version's (see
+    :func:`operators.normal_model.next_normal_model`); a change in the evidence's moments is
+    no gradient step, and a stale round's moments are as true as a fresh one's.
+
+    Every version carries the score threshold in force: ``score_threshold``, or, with a
+    ``target_false_alarm_rate``, the lowest grid threshold that the fleet's scores so far
+    reach at most that often.
     """
 
     every_updates: int
     every_seconds: float = 0.0
+    score_threshold: float = 0.5
+    target_false_alarm_rate: float = 0.0
     version: int = 0
     pending_updates: int = 0
     last_version_time: float | None = None
     parameters: ModelParameters = field(default_factory=ModelParameters)
     """The newest global model's (all zeros, as a new device's model, before the first version)."""
     contributions: dict[str, _DeviceContribution] = field(default_factory=dict)
+    normal: NormalModel = field(default_factory=NormalModel)
+    pending_normal: list[NormalModel] = field(default_factory=list)
+    threshold_totals: tuple[int, list[int]] | None = None
+    """The fleet's scores so far: how many, and how many reached each grid threshold."""
 
     def __post_init__(self) -> None:
         if self.every_updates < 0 or self.every_seconds < 0:
@@ -164,7 +181,13 @@ class FedAvgAggregator:
             contribution = self.contributions[update.device_id] = _DeviceContribution()
         contribution.add_change(update.parameters, update.base, factor=1.0 / math.sqrt(1 + staleness))
         contribution.samples += update.samples
-        contribution.correct += update.accuracy * update.samples
+        if update.accuracy is not None:
+            contribution.labelled += update.labelled
+            contribution.correct += update.accuracy * update.labelled
+        if update.normal.samples:
+            self.pending_normal.append(update.normal)
+        if update.threshold_counts is not None:
+            self._count_scores(*update.threshold_counts)
         self.pending_updates += 1
         if self.last_version_time is None:
             self.last_version_time = update.timestamp
@@ -182,6 +205,22 @@ class FedAvgAggregator:
         if model.version > self.version:
             self.version = model.version
             self.parameters = model.parameters
+            self.normal = model.normal
+
+    def _count_scores(self, samples: int, reached: list[int]) -> None:
+        if self.threshold_totals is None:
+            self.threshold_totals = (samples, list(reached))
+            return
+        total, counts = self.threshold_totals
+        self.threshold_totals = (total + samples, [a + b for a, b in zip(counts, reached, strict=True)])
+
+    def threshold(self) -> float:
+        """The threshold the next version carries."""
+        if self.target_false_alarm_rate > 0 and self.threshold_totals is not None:
+            chosen = threshold_for_rate([self.threshold_totals], self.target_false_alarm_rate)
+            if chosen is not None:
+                return chosen
+        return self.score_threshold
 
     def _due(self, now: float) -> bool:
         if self.every_updates and self.pending_updates >= self.every_updates:
@@ -202,7 +241,9 @@ class FedAvgAggregator:
             {name: current.weights.get(name, 0.0) + change for name, change in zip(names, mean_change, strict=True)},
             current.intercept + intercept_change,
         )
-        accuracy = sum(c.correct for c in contributions) / sum(samples)
+        labelled = sum(c.labelled for c in contributions)
+        accuracy = sum(c.correct for c in contributions) / labelled if labelled else None
+        self.normal = next_normal_model(self.normal, self.pending_normal)
         self.version += 1
         model = GlobalModel(
             version=self.version,
@@ -212,8 +253,11 @@ class FedAvgAggregator:
             num_updates=self.pending_updates,
             samples=sum(samples),
             timestamp=timestamp,
+            normal=self.normal,
+            threshold=self.threshold(),
         )
         self.contributions.clear()
+        self.pending_normal.clear()
         self.pending_updates = 0
         self.last_version_time = timestamp
         return model

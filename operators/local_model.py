@@ -154,6 +154,11 @@ class LocalModel:
         model.intercept -= rate * gradient
 
     @property
+    def trained(self) -> bool:
+        """Whether the model has any weight yet (a new model, or a zero global model's copy, has none)."""
+        return bool(self._model._weights)
+
+    @property
     def parameters(self) -> ModelParameters:
         return ModelParameters(self._model.weights, self._model.intercept)
 

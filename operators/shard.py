@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from operators.device import Z_RULE_SEVERITIES, Detection, DetectionSettings, DeviceState
+from operators.device import MODEL_THRESHOLD, Detection, DetectionSettings, DeviceState
 from operators.evaluation import FINISHED, ConfusionCounts
 from operators.fedavg import GlobalModel, LocalUpdate
 from operators.messages import MessageLimits, RawMessage, Rejection, Telemetry, decode_raw
@@ -102,7 +102,7 @@ class ShardState:
         result = ShardResult(counters=counters)
         detections, updates = result.detections, result.updates
         settings = self.settings
-        threshold = settings.score_threshold
+        z_warning = settings.z_warning
         detection_counts = counters.detection
         limits = self.limits
         for item in batch:
@@ -129,11 +129,11 @@ class ShardState:
                 updates.append(update)
             label = item.label
             if label is not None:
-                detection_counts["z_rule"].add(detection.severity in Z_RULE_SEVERITIES, label)
-                detection_counts["local_model"].add(detection.score > threshold, label)
+                detection_counts["z_rule"].add(abs(detection.z_score) >= z_warning, label)
+                detection_counts["local_model"].add(detection.model_score > MODEL_THRESHOLD, label)
                 detection_counts["is_anomaly"].add(detection.is_anomaly, label)
                 if detection.global_score is not None:
-                    global_positive = detection.global_score > threshold
+                    global_positive = detection.global_score > MODEL_THRESHOLD
                     detection_counts["global_model"].add(global_positive, label)
                     self.evaluation.add(global_positive, label, item.timestamp)
         counters.local_updates = len(updates)

@@ -96,7 +96,7 @@ SINK_DROPPED_ROWS = Counter("flead_sink_dropped_rows", "Rows a sink dropped beca
 # series before the first event (Prometheus cannot tell "none yet" from "not exported").
 for _reason in REJECTION_REASONS:
     DEAD_LETTERS.labels(_reason)
-for _severity in ("warning", "critical", "suspect"):
+for _severity in ("warning", "critical"):
     ANOMALIES.labels(_severity)
 
 
@@ -133,7 +133,8 @@ def count_shard(counters: ShardCounters) -> None:
 
 def record_global(model: GlobalModel) -> None:
     GLOBAL_VERSION.set(model.version)
-    GLOBAL_ACCURACY.set(model.accuracy)
+    if model.accuracy is not None:
+        GLOBAL_ACCURACY.set(model.accuracy)
 
 
 def record_live_evaluation(total: ConfusionCounts) -> None:

@@ -31,7 +31,12 @@ from operators.shard import ShardState
 def run(path: Path | str) -> dict[str, Any]:
     settings = load_settings({"FLEAD_INPUT": str(path)})
     shard = ShardState(settings.detection, emit_scores=False, limits=settings.limits)
-    fedavg = FedAvgAggregator(settings.fedavg_updates, settings.fedavg_seconds)
+    fedavg = FedAvgAggregator(
+        settings.fedavg_updates,
+        settings.fedavg_seconds,
+        settings.detection.score_threshold,
+        settings.detection.target_false_alarm_rate,
+    )
     source = str(path)
     records = anomalies = rejected = updates = 0
     newest: list[GlobalModel] = []

@@ -52,9 +52,14 @@ def test_anomalies_carry_severity_signed_z_and_explanation(run):
         by_severity[row["severity"]] = by_severity.get(row["severity"], 0) + 1
     assert by_severity == summary["anomalies"]
     critical = [row for row in anomalies if row["severity"] == "critical"]
-    assert critical and all(abs(row["z_score"]) >= 3.0 for row in critical)
-    assert any(row["z_score"] < 0 for row in critical) and any(row["z_score"] > 0 for row in critical)
-    assert all(row["explanation"] for row in anomalies if row["global_version"] > 0)
+    warning = [row for row in anomalies if row["severity"] == "warning"]
+    # critical: at least 100 times rarer than the threshold's tail probability (score ≥ 0.6845 for 0.5)
+    assert critical and all(row["score"] >= 0.6845 for row in critical)
+    assert warning and all(0.5 <= row["score"] < 0.6845 for row in warning)
+    assert any(row["z_score"] < 0 for row in anomalies) and any(row["z_score"] > 0 for row in anomalies)
+    # every anomaly says which evidence moved, on which field, and how rare it was
+    assert all(row["explanation"] and row["explanation"][0]["field"] == "value" for row in anomalies)
+    assert all(row["explanation"][0]["log10_tail"] <= -3 for row in anomalies)
     assert set(anomalies[0]) == {
         "device_id",
         "timestamp",

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from deploy.local.servers import free_port
-from tests.flead_runs import REPO, comparable, environment, flead_command, run, z_rule_anomalies
+from tests.flead_runs import REPO, comparable, environment, flead_command, run, anomaly_keys
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def test_two_workers_in_one_process(nab_sample, one_worker, tmp_path):
     reference_out, reference = one_worker
     summary = run(nab_sample, tmp_path, "-w", "2")
     assert comparable(summary) == comparable(reference)
-    assert z_rule_anomalies(tmp_path) == z_rule_anomalies(reference_out)
+    assert anomaly_keys(tmp_path) == anomaly_keys(reference_out)
 
 
 def test_two_processes_on_localhost(nab_sample, one_worker, tmp_path):
@@ -47,7 +47,7 @@ def test_two_processes_on_localhost(nab_sample, one_worker, tmp_path):
         assert process.wait(timeout=300) == 0, process.stdout.read().decode()[-2000:]
     summary = orjson.loads((tmp_path / "summary.json").read_bytes())
     assert comparable(summary) == comparable(reference)
-    assert z_rule_anomalies(tmp_path) == z_rule_anomalies(reference_out)
+    assert anomaly_keys(tmp_path) == anomaly_keys(reference_out)
 
 
 def source_snapshot_committed(recovery: Path) -> bool:

@@ -90,8 +90,8 @@ def rows(messages: list) -> list[dict]:
     return [orjson.loads(message.value()) for message in messages]
 
 
-def z_rule_rows(anomaly_rows: list[dict]) -> set[tuple[str, str, str]]:
-    return {(r["device_id"], r["timestamp"], r["severity"]) for r in anomaly_rows if r["severity"] != "suspect"}
+def anomaly_rows_keys(anomaly_rows: list[dict]) -> set[tuple[str, str, str]]:
+    return {(r["device_id"], r["timestamp"], r["severity"]) for r in anomaly_rows}
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def replay_reference(nab_sample, tmp_path_factory):
     out = tmp_path_factory.mktemp("replay-reference")
     summary = run(nab_sample, out)
     anomalies = [orjson.loads(line) for line in (out / "anomalies.jsonl").read_bytes().splitlines()]
-    return summary, z_rule_rows(anomalies)
+    return summary, anomaly_rows_keys(anomalies)
 
 
 def test_producer_to_dataflow_to_topics_and_tables_matches_replay(
@@ -117,7 +117,7 @@ def test_producer_to_dataflow_to_topics_and_tables_matches_replay(
     assert summary["global_versions"] == reference["global_versions"]
 
     anomalies = consume(kafka.bootstrap, topics["FLEAD_TOPIC_ANOMALIES"])
-    assert z_rule_rows(rows(anomalies)) == reference_anomalies
+    assert anomaly_rows_keys(rows(anomalies)) == reference_anomalies
     assert all(m.key().decode() == orjson.loads(m.value())["device_id"] for m in anomalies)
 
     updates = consume(kafka.bootstrap, topics["FLEAD_TOPIC_LOCAL_UPDATES"])
@@ -133,7 +133,7 @@ def test_producer_to_dataflow_to_topics_and_tables_matches_replay(
         ).fetchall()
         local_models = conn.execute("SELECT count(*) FROM local_models").fetchone()[0]
         global_versions = conn.execute("SELECT max(global_version) FROM federated_models").fetchone()[0]
-    assert {tuple(row) for row in table_anomalies if row[2] != "suspect"} == reference_anomalies
+    assert {tuple(row) for row in table_anomalies} == reference_anomalies
     assert local_models == reference["local_updates"]
     assert global_versions == reference["global_versions"]
 
@@ -162,7 +162,7 @@ def test_four_partitions_are_read_by_two_workers(kafka, nab_sample, replay_refer
     summary = run_from_kafka(tmp_path / "flead", topics, "-w", "2")
     assert comparable(summary) | {"rows_rejected": 3, "rows_read": reference["rows_read"]} == comparable(reference)
     anomalies = rows(consume(kafka.bootstrap, topics["FLEAD_TOPIC_ANOMALIES"]))
-    assert z_rule_rows(anomalies) == reference_anomalies
+    assert anomaly_rows_keys(anomalies) == reference_anomalies
 
 
 def test_invalid_messages_go_to_the_dead_letter_topic_and_table_with_reason_and_offset(kafka, database, tmp_path):
@@ -401,7 +401,7 @@ def test_a_broker_that_stops_answering_for_a_while_loses_nothing(kafka, nab_samp
     finally:
         flead.terminate()
         flead.wait(timeout=30)
-    assert z_rule_rows(anomalies) == reference_anomalies
+    assert anomaly_rows_keys(anomalies) == reference_anomalies
 
 
 def test_the_producer_stops_with_an_error_when_the_broker_refuses_its_messages(kafka, nab_sample, tmp_path):

@@ -1,9 +1,12 @@
+import random
+
 import pytest
 
 from operators.device import DetectionSettings, DeviceState
 from operators.fedavg import GlobalModel
 from operators.local_model import ModelParameters
 from operators.messages import Telemetry
+from operators.normal_model import pooled
 
 SETTINGS = DetectionSettings(window=20, short_window=5, warmup=5, round_rows=4, round_seconds=0)
 
@@ -37,14 +40,72 @@ def test_readings_during_warmup_are_never_anomalous_by_z():
     assert all(d.z_score == 0.0 for d in detections)
 
 
-def test_a_spike_after_warmup_is_critical_with_its_signed_z():
-    device = DeviceState("d1", SETTINGS)
-    feed(device, [10.0, 10.2, 9.8, 10.1, 9.9, 10.0])
-    detection, _ = device.observe(reading(10, 5.0), SETTINGS, None)
+def test_with_the_z_rule_a_spike_after_warmup_is_critical_with_its_signed_z():
+    settings = DetectionSettings(window=20, short_window=5, warmup=5, round_rows=4, round_seconds=0, detector="z_rule")
+    device = DeviceState("d1", settings)
+    feed(device, [10.0, 10.2, 9.8, 10.1, 9.9, 10.0], settings)
+    detection, _ = device.observe(reading(10, 5.0), settings, None)
     assert detection.severity == "critical"
     assert detection.is_anomaly
     assert detection.z_score < -3
     assert detection.field == "value"
+
+
+def noisy(n: int, seed: int = 1) -> list[float]:
+    rng = random.Random(seed)
+    return [20.0 + rng.gauss(0.0, 0.5) for _ in range(n)]
+
+
+def test_the_calibrated_score_flags_a_spike_the_device_never_showed_and_explains_it():
+    settings = DetectionSettings()
+    device = DeviceState("d1", settings)
+    detections = [d for d, _ in feed(device, noisy(600), settings)]
+    ordinary = [d.score for d in detections[400:]]
+    assert 0.0 < min(ordinary) and max(ordinary) < settings.score_threshold  # never pinned, never flagged
+    spike, _ = device.observe(reading(600, 30.0), settings, None)
+    assert spike.is_anomaly and spike.alert and spike.severity == "critical"
+    assert spike.explanation[0]["evidence"] == "forecast" and spike.explanation[0]["field"] == "value"
+    assert spike.explanation[0]["value"] > 10  # ten error spreads above the forecast
+
+
+def test_the_same_noise_in_other_units_gives_the_same_scores():
+    settings = DetectionSettings()
+    celsius, millikelvin = DeviceState("a", settings), DeviceState("b", settings)
+    values = noisy(500) + [26.0, 20.0, 20.5]
+    a = [d.score for d, _ in feed(celsius, values, settings)]
+    b = [d.score for d, _ in feed(millikelvin, [(v + 273.15) * 1000 for v in values], settings)]
+    assert a == pytest.approx(b, abs=1e-6)
+
+
+def test_an_incident_raises_one_alert_until_the_gap_has_passed():
+    settings = DetectionSettings(alert_gap=50)
+    device = DeviceState("d1", settings)
+    feed(device, noisy(500), settings)
+    flags = [d for d, _ in feed(device, [40.0] * 5, settings, start=500)]
+    assert all(d.is_anomaly for d in flags[:2])
+    assert [d.alert for d in flags].count(True) == 1 and flags[0].alert
+
+
+def test_a_stuck_sensor_is_flagged_by_its_spread():
+    settings = DetectionSettings()
+    device = DeviceState("d1", settings)
+    feed(device, noisy(600), settings)
+    stuck = [d for d, _ in feed(device, [20.0] * 30, settings, start=600)]
+    assert any(d.is_anomaly and d.explanation[0]["evidence"] == "spread" for d in stuck)
+
+
+def test_a_new_device_is_calibrated_against_the_fleets_normal_model():
+    settings = DetectionSettings()
+    veteran = DeviceState("old", settings)
+    updates = [u for _, u in feed(veteran, noisy(1000), settings) if u is not None]
+    fleet = pooled(u.normal for u in updates)
+    model = GlobalModel(1, ModelParameters(), None, 1, len(updates), 1000, 0.0, normal=fleet)
+    alone, joined = DeviceState("a", settings), DeviceState("b", settings)
+    values = noisy(40, seed=2) + [35.0]
+    # 40 readings: too few to calibrate on its own (the score stays at its neutral value) ...
+    assert feed(alone, values, settings)[-1][0].score < 0.1
+    # ... but against the fleet's normal model the spike is an anomaly from the start
+    assert feed(joined, values, settings, global_model=model)[-1][0].is_anomaly
 
 
 def test_a_round_closes_after_round_rows_with_its_model_and_counts():
@@ -96,7 +157,8 @@ def test_the_global_weights_are_the_next_rounds_starting_point():
 def test_an_update_carries_what_its_round_started_from():
     device = DeviceState("d1", SETTINGS)
     model = global_model(version=2, intercept=-2.0)
-    results = feed(device, [1.0] * 4) + feed(device, [1.0] * 8, global_model=model, start=4)
+    labels = [0] * 12
+    results = feed(device, [1.0] * 4, labels=labels) + feed(device, [1.0] * 8, global_model=model, start=4, labels=labels)
     first, second, third = [update for _, update in results if update is not None]
     assert first.base == ModelParameters()  # a new device's model: no weights, intercept 0
     assert second.base is model.parameters  # adopted at the start of the round
@@ -104,19 +166,19 @@ def test_an_update_carries_what_its_round_started_from():
     assert third.parameters.intercept < second.parameters.intercept < -2.0  # it learned "normal" all along
 
 
-def test_without_a_label_the_model_learns_the_z_rule():
+def test_without_labels_the_logistic_model_does_not_learn():
     device = DeviceState("d1", SETTINGS)
-    feed(device, [10.0, 10.2, 9.8, 10.1, 9.9, 10.0])
-    before = device.model.probability({"abs_z": 10.0, "abs_z_mean": 10.0, "z_change": 10.0})
-    device.observe(reading(10, 100.0), SETTINGS, None)  # critical, unlabelled → learns "anomalous"
-    after = device.model.probability({"abs_z": 10.0, "abs_z_mean": 10.0, "z_change": 10.0})
-    assert after > before
+    results = feed(device, [10.0, 10.2, 9.8, 10.1, 9.9, 10.0, 100.0, 10.0])
+    assert not device.model.trained
+    assert all(update.labelled == 0 and update.accuracy is None for _, update in results if update is not None)
 
 
-def test_a_label_overrides_the_z_rule_as_training_target():
-    device = DeviceState("d1", SETTINGS)
-    feed(device, [10.0, 10.2, 9.8, 10.1, 9.9, 10.0])
-    before = device.model.probability({"abs_z": 10.0, "abs_z_mean": 10.0, "z_change": 10.0})
-    device.observe(reading(10, 100.0, label=0), SETTINGS, None)  # critical by z, but labelled normal
-    after = device.model.probability({"abs_z": 10.0, "abs_z_mean": 10.0, "z_change": 10.0})
-    assert after < before
+def test_a_label_trains_the_model_when_it_arrives_late():
+    settings = DetectionSettings(window=20, short_window=5, warmup=5, round_rows=100, round_seconds=0, label_delay=3)
+    device = DeviceState("d1", settings)
+    feed(device, [10.0, 10.2, 9.8, 10.1, 9.9, 10.0], settings)
+    device.observe(reading(10, 100.0, label=1), settings, None)
+    feed(device, [10.0, 10.1], settings, start=11)
+    assert not device.model.trained  # two readings later the label is still on its way
+    device.observe(reading(13, 10.0), settings, None)
+    assert device.model.trained and device.model.parameters.weights["abs_z"] > 0  # the third brought it

@@ -2,6 +2,8 @@ import pytest
 
 from operators.fedavg import FedAvgAggregator, GlobalModel, LocalUpdate, fedavg
 from operators.local_model import ModelParameters
+from operators.normal_model import Moments, NormalModel
+from operators.threshold import GRID
 
 
 def test_reference_example_by_hand():
@@ -42,7 +44,7 @@ def update(
     base_version: int = 0,
 ) -> LocalUpdate:
     parameters = ModelParameters({"abs_z": w}, intercept=-w)
-    return LocalUpdate(device, 1, base_version, parameters, base, samples, accuracy, 0.1, timestamp)
+    return LocalUpdate(device, 1, base_version, parameters, base, samples, samples, accuracy, 0.1, timestamp)
 
 
 def test_a_global_model_every_n_updates_with_consecutive_versions():
@@ -131,7 +133,30 @@ def test_an_aggregator_goes_on_from_a_newer_version_it_adopts():
     aggregator.adopt(GlobalModel(41, earlier, 0.9, 5, 20, 100, 0.0))
     aggregator.adopt(GlobalModel(7, ZERO, 0.5, 1, 1, 1, 0.0))  # older: ignored
     # a device that started from version 41 and learned +0.5 on abs_z
-    model = aggregator.add(LocalUpdate("a", 1, 41, ModelParameters({"abs_z": 2.5}, -3.0), earlier, 10, 1.0, 0.1, 0.0))
+    model = aggregator.add(LocalUpdate("a", 1, 41, ModelParameters({"abs_z": 2.5}, -3.0), earlier, 10, 10, 1.0, 0.1, 0.0))
     assert model.version == 42
     assert model.parameters.weights == {"abs_z": pytest.approx(2.5)}
     assert model.parameters.intercept == pytest.approx(-3.0)
+
+
+def test_the_fleets_normal_model_pools_the_rounds_moments():
+    aggregator = FedAvgAggregator(every_updates=2)
+    a = NormalModel((Moments(100, 1.0, 2.0), Moments(100, 0.2, 0.05)))
+    b = NormalModel((Moments(300, 2.0, 5.0), Moments(300, 0.4, 0.25)))
+    aggregator.add(LocalUpdate("a", 1, 0, ZERO, ZERO, 100, 0, None, None, 0.0, normal=a))
+    model = aggregator.add(LocalUpdate("b", 1, 0, ZERO, ZERO, 300, 0, None, None, 0.0, normal=b))
+    # (100·1 + 300·2) / 400 = 1.75 and (100·2 + 300·5) / 400 = 4.25; (100·0.2 + 300·0.4) / 400 = 0.35
+    forecast, spread = model.normal.evidence
+    assert (forecast.samples, forecast.mean, forecast.second) == (400, 1.75, 4.25)
+    assert spread.mean == pytest.approx(0.35)
+    assert model.accuracy is None  # no labels behind it
+
+
+def test_with_a_target_rate_the_threshold_is_the_lowest_the_fleets_scores_reach_that_rarely():
+    aggregator = FedAvgAggregator(every_updates=1, score_threshold=0.5, target_false_alarm_rate=0.01)
+    # of 1,000 scores, 50 reached the first grid threshold, 9 the second, none the rest
+    counts = (1000, [50, 9] + [0] * (len(GRID) - 2))
+    model = aggregator.add(LocalUpdate("a", 1, 0, ZERO, ZERO, 1000, 0, None, None, 0.0, threshold_counts=counts))
+    assert model.threshold == GRID[1]
+    fixed = FedAvgAggregator(every_updates=1, score_threshold=0.5).add(update("a", 1.0))
+    assert fixed.threshold == 0.5

@@ -1,0 +1,153 @@
+"""Anomaly likelihood: a raw score turned into a calibrated one against the device's own history.
+
+After Ahmad, Lavin, Purdy and Agha, "Unsupervised real-time anomaly detection for streaming
+data" (Neurocomputing, 2017): the mean of the raw score over a short recent window is
+compared with a Gaussian fitted to the long history of that mean, and its upper tail
+probability is the evidence. A thermometer whose forecast errors are always large and a CPU
+gauge whose errors are always small both give a tail probability near 0.5 on an ordinary
+reading, so one threshold means the same on both.
+
+The score FLEAD reports is ``1 − Q^(1/10)`` for the tail probability ``Q``: 0.5 is a
+1-in-1,000 reading (``Q = 0.5¹⁰``), 0.68 about 1 in 100,000, 0.9 one in 10¹⁰. It is 0 only
+for ``Q = 1``; in double precision it reaches 1 only below ``Q = 10⁻¹⁶⁰`` (a recent mean some
+27 spreads above its history).
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Sequence
+
+from operators.normal_model import Moments
+
+RECENT = 10
+"""Raw scores in the short window whose mean is judged."""
+HISTORY = 4000
+"""The history's mean and variance are exponentially weighted over about this many readings."""
+WARMUP = 300
+"""Readings of history (own, plus a prior's weight) before the tail probability counts."""
+SPREAD_FLOOR = 0.01
+"""The history's standard deviation is at least this (raw scores are in units of spread):
+a raw score that never moved does not make the next tiny move infinitely unlikely."""
+SCORE_ROOT = 10.0
+
+_LOG_HALF = math.log(0.5)
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+_SQRT_HALF = math.sqrt(0.5)
+
+
+def log_tail(z: float) -> float:
+    """``log P(Z > z)`` for a standard normal ``Z``, accurate far into the tail.
+
+    >>> round(log_tail(0.0), 6) == round(math.log(0.5), 6), round(math.exp(log_tail(3.0)), 5)
+    (True, 0.00135)
+    >>> round(log_tail(40.0), 1)
+    -804.6
+    """
+    if z < 20.0:
+        return math.log(0.5 * math.erfc(z * _SQRT_HALF))
+    z2 = z * z
+    return -0.5 * z2 - math.log(z) - _LOG_SQRT_2PI + math.log1p(-1.0 / z2 + 3.0 / (z2 * z2))
+
+
+def score_of(log_tail_probability: float) -> float:
+    """The reported score of a tail probability given as its log: ``1 − Q^(1/10)``.
+
+    >>> score_of(math.log(0.5 ** 10)), round(score_of(math.log(1e-5)), 3), score_of(0.0)
+    (0.5, 0.684, 0.0)
+    """
+    return 0.0 - math.expm1(log_tail_probability / SCORE_ROOT)  # 0.0 - … : never −0.0
+
+
+def rarest(log_tails: Sequence[float]) -> float:
+    """``log Q`` of the rarest of ``k`` pieces of evidence, Šidák-corrected: the chance that at
+    least one of ``k`` independent ordinary ones is that rare, ``1 − (1 − Q_min)^k``.
+
+    >>> round(math.exp(rarest([math.log(0.5), math.log(0.9)])), 4)
+    0.75
+    >>> round(rarest([-800.0, -1.0]) + 800.0, 4) == round(math.log(2), 4)
+    True
+    """
+    smallest = min(log_tails)
+    k = len(log_tails)
+    if smallest < -30.0:  # (1 − Q)^k ≈ 1 − k·Q to double precision
+        return smallest + math.log(k)
+    return math.log(-math.expm1(k * math.log1p(-math.exp(smallest))))
+
+
+def threshold_of(false_alarm_rate: float) -> float:
+    """The score a reading with tail probability ``false_alarm_rate`` gets.
+
+    >>> threshold_of(0.5 ** 10)
+    0.5
+    """
+    return score_of(math.log(false_alarm_rate))
+
+
+class AnomalyLikelihood:
+    """How unusual the recent mean of one raw score is against its own long history.
+
+    :meth:`update` returns ``log Q``, the log of the upper tail probability of the recent
+    mean under a Gaussian fitted to the history (``log 0.5`` until the history is warm).
+    A ``prior`` (the fleet's idea of this raw score, from the federated normal model) stands
+    in for ``prior_weight`` readings of history: a device that joined a minute ago is judged
+    against the fleet, one with a long history mostly against itself.
+
+    Examples
+    --------
+    >>> import random
+    >>> rng = random.Random(7)
+    >>> likelihood = AnomalyLikelihood()
+    >>> for _ in range(400):
+    ...     _ = likelihood.update(abs(rng.gauss(0.0, 1.0)))
+    >>> round(likelihood.update(1.0)[0], 2), round(likelihood.update(9.0)[0], 1)
+    (-1.58, -9.5)
+    """
+
+    __slots__ = ("_mean", "_position", "_recent", "_recent_sum", "_variance", "count")
+
+    def __init__(self) -> None:
+        self._recent = array("d", bytes(8 * RECENT))
+        self._position = 0
+        self._recent_sum = 0.0
+        self.count = 0
+        self._mean = 0.0
+        self._variance = 0.0
+
+    def recent_mean(self, raw: float) -> float:
+        """Add ``raw`` to the short window; returns the window's mean."""
+        position = self._position
+        self._recent_sum += raw - self._recent[position]
+        self._recent[position] = raw
+        self._position = (position + 1) % RECENT
+        return self._recent_sum / min(self.count + 1, RECENT)
+
+    def update(self, raw: float, prior: Moments | None = None, prior_weight: float = 0.0) -> tuple[float, float]:
+        """``(log Q, the recent mean)`` after adding ``raw``; the history then learns the recent mean."""
+        average = self.recent_mean(raw)
+        own = min(self.count, HISTORY)
+        mean, variance = self._mean, self._variance
+        if prior is not None and prior_weight > 0.0 and prior.samples:
+            share = own / (own + prior_weight)
+            second = share * (variance + mean * mean) + (1.0 - share) * prior.second
+            mean = share * mean + (1.0 - share) * prior.mean
+            variance = second - mean * mean
+            own += prior_weight
+        if own >= WARMUP:
+            spread = math.sqrt(variance) if variance > 0.0 else 0.0
+            found = log_tail((average - mean) / max(spread, SPREAD_FLOOR))
+        else:
+            found = _LOG_HALF
+        self.count += 1
+        rate = 1.0 / min(self.count, HISTORY)
+        deviation = average - self._mean
+        self._mean += rate * deviation
+        self._variance = (1.0 - rate) * (self._variance + rate * deviation * deviation)
+        return found, average
+
+    def __getstate__(self) -> tuple:
+        return self._recent, self._position, self._recent_sum, self.count, self._mean, self._variance
+
+    def __setstate__(self, state: tuple) -> None:
+        self._recent, self._position, self._recent_sum, self.count, self._mean, self._variance = state
