@@ -19,6 +19,11 @@ fleet after each device's first ``--warmup`` readings, with the ROC AUC and the 
 (average precision) of the score behind each. A third row is the logistic model trained on
 labels that reach each device ``--label-delay`` readings late (operator feedback), so that
 a model that only learns "we are inside a labelled anomaly" cannot pass for a detector.
+
+*Federation* (``--fleet F --federation``): the same stream calibrated with the fleet's normal
+model (the default) and by each device alone (``FLEAD_NORMAL_PRIOR_READINGS=0``); then cold
+start: a copy of the fleet in which every fifth device joins halfway, scored over those
+devices' first 100 readings, both ways.
 """
 
 from __future__ import annotations
@@ -257,16 +262,78 @@ def fleet_table(runs: dict[str, list[dict]], truth: Truth) -> list[str]:
     return lines
 
 
+def late_joiners(source: Path, target: Path, share: float = 0.2) -> set[str]:
+    """A copy of ``source`` in which every fifth device (by id) joins halfway: its readings of the
+    first half of the run's time are left out. Returns those devices' ids."""
+    records = [orjson.loads(line) for line in source.read_bytes().splitlines()]
+    devices = sorted({r["device_id"] for r in records})
+    joiners = set(devices[:: round(1 / share)])
+    stamps = sorted(r["timestamp"] for r in records)
+    halfway = stamps[len(stamps) // 2]
+    with target.open("wb") as out:
+        for record in records:
+            if record["device_id"] not in joiners or record["timestamp"] >= halfway:
+                out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+    return joiners
+
+
+def first_readings(rows: list[dict], devices: set[str], n: int) -> list[dict]:
+    seen: dict[str, int] = {}
+    kept = []
+    for row in rows:
+        if row["device_id"] in devices:
+            k = seen[row["device_id"]] = seen.get(row["device_id"], 0) + 1
+            if k <= n:
+                kept.append(row)
+    return kept
+
+
+FEDERATION = {
+    "with the fleet's normal model (default)": {},
+    "each device alone": {"FLEAD_NORMAL_PRIOR_READINGS": "0"},
+}
+
+
+def federation_table(path: Path, truth: Truth, warmup: int, first: int) -> list[str]:
+    """The same streams with and without the fleet's normal model: the whole fleet after its
+    warm-up, and devices that join halfway over their first ``first`` readings."""
+    lines = [
+        "| calibration | readings | precision | recall | F1 | false-alarm rate | ROC AUC | PR AUC |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    with tempfile.TemporaryDirectory() as folder:
+        joined = Path(folder) / "late.jsonl"
+        joiners = late_joiners(path, joined)
+        for name, settings in FEDERATION.items():
+            for readings, rows in (
+                (f"fleet, after {warmup} each", after_warmup(scores(path, **HIDDEN, **settings), warmup)),
+                (f"late joiners, first {first}", first_readings(scores(joined, **HIDDEN, **settings), joiners, first)),
+            ):
+                q = confusion(rows, truth, lambda r: r["is_anomaly"])
+                aucs = " | ".join("—" if a is None else f"{a:.3f}" for a in score_aucs(rows, truth, lambda r: r["score"]))
+                lines.append(
+                    f"| {name} | {readings} | {q['precision']:.3f} | {q['recall']:.3f} | {q['f1']:.3f} "
+                    f"| {q['false_alarm_rate']:.2%} | {aucs} |"
+                )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fleet", type=Path, help="a generated fleet (JSON Lines from bench.fleet); default: NAB")
     parser.add_argument("--warmup", type=int, default=100, help="readings of each device left out of the fleet table")
     parser.add_argument("--label-delay", type=int, default=100, help="readings before a label reaches its device")
+    parser.add_argument(
+        "--federation", action="store_true", help="with --fleet: with and without the fleet's normal model, and cold start"
+    )
     args = parser.parse_args(argv)
     if args.fleet is None:
         print("\n".join(nab_table(scores(NAB, FLEAD_FIELDS="value", **HIDDEN))))
         return
     truth = fleet_labels(args.fleet)
+    if args.federation:
+        print("\n".join(federation_table(args.fleet, truth, args.warmup, first=100)))
+        return
     runs = {
         "label-free": after_warmup(scores(args.fleet, **HIDDEN), args.warmup),
         f"{args.label_delay} readings late": after_warmup(
