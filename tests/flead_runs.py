@@ -33,11 +33,11 @@ def environment(input_path: Path | str, out_dir: Path, **extra: str) -> dict[str
     return env
 
 
-def run(input_path: Path, out_dir: Path, *args: str) -> dict:
+def run(input_path: Path, out_dir: Path, *args: str, **extra: str) -> dict:
     subprocess.run(
         flead_command(*args),
         cwd=REPO,
-        env=environment(input_path, out_dir),
+        env=environment(input_path, out_dir, **extra),
         check=True,
         capture_output=True,
         timeout=300,
