@@ -68,7 +68,9 @@ def nab_windows() -> dict[str, list[tuple[str, str]]]:
     """Each series' anomaly windows, as (first, last) timestamps the way the dataflow writes them."""
     windows = json.loads((NAB / "windows.json").read_text())
     return {
-        name.removesuffix(".csv"): [(iso_timestamp(parse_timestamp(a)), iso_timestamp(parse_timestamp(b))) for a, b in pairs]
+        name.removesuffix(".csv"): [
+            (iso_timestamp(parse_timestamp(a)), iso_timestamp(parse_timestamp(b))) for a, b in pairs
+        ]
         for name, pairs in windows.items()
     }
 
@@ -257,7 +259,13 @@ def fleet_table(runs: dict[str, list[dict]], truth: Truth) -> list[str]:
     for run, rows in runs.items():
         if run != "label-free":
             lines.append(
-                line("logistic model (probability > 0.5)", run, rows, lambda r: r["model_score"] > 0.5, lambda r: r["model_score"])
+                line(
+                    "logistic model (probability > 0.5)",
+                    run,
+                    rows,
+                    lambda r: r["model_score"] > 0.5,
+                    lambda r: r["model_score"],
+                )
             )
     return lines
 
@@ -310,7 +318,9 @@ def federation_table(path: Path, truth: Truth, warmup: int, first: int) -> list[
                 (f"late joiners, first {first}", first_readings(scores(joined, **HIDDEN, **settings), joiners, first)),
             ):
                 q = confusion(rows, truth, lambda r: r["is_anomaly"])
-                aucs = " | ".join("—" if a is None else f"{a:.3f}" for a in score_aucs(rows, truth, lambda r: r["score"]))
+                aucs = " | ".join(
+                    "—" if a is None else f"{a:.3f}" for a in score_aucs(rows, truth, lambda r: r["score"])
+                )
                 lines.append(
                     f"| {name} | {readings} | {q['precision']:.3f} | {q['recall']:.3f} | {q['f1']:.3f} "
                     f"| {q['false_alarm_rate']:.2%} | {aucs} |"
@@ -324,7 +334,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=100, help="readings of each device left out of the fleet table")
     parser.add_argument("--label-delay", type=int, default=100, help="readings before a label reaches its device")
     parser.add_argument(
-        "--federation", action="store_true", help="with --fleet: with and without the fleet's normal model, and cold start"
+        "--federation",
+        action="store_true",
+        help="with --fleet: with and without the fleet's normal model, and cold start",
     )
     args = parser.parse_args(argv)
     if args.fleet is None:

@@ -13,7 +13,7 @@ from operators.forecast import LEVEL_WARMUP, FieldForecaster
 from operators.likelihood import RECENT, AnomalyLikelihood, rarest, score_of
 from operators.local_model import LocalModel, ModelParameters, log_loss, sigmoid
 from operators.messages import Telemetry, iso_timestamp
-from operators.normal_model import EVIDENCE, NormalModel, RoundMoments
+from operators.normal_model import EVIDENCE, RoundMoments
 from operators.rolling_stats import RollingStats
 from operators.threshold import ThresholdCounts, critical_threshold
 
@@ -353,9 +353,7 @@ class DeviceState:
         return update
 
 
-def _explanation(
-    tails: list[float], fields: tuple[str, ...], values: tuple[float, ...]
-) -> list[dict[str, Any]]:
+def _explanation(tails: list[float], fields: tuple[str, ...], values: tuple[float, ...]) -> list[dict[str, Any]]:
     """What moved: each kind of evidence, its field and value, rarest first."""
     found = [
         {"evidence": name, "field": field, "value": round(value, 4), "log10_tail": round(tail / math.log(10), 2)}

@@ -93,7 +93,7 @@ def next_normal_model(previous: NormalModel, rounds: Iterable[NormalModel]) -> N
 class RoundMoments:
     """What one device's round adds to the normal model: sums of each evidence and of its square."""
 
-    __slots__ = ("samples", "sums", "squares")
+    __slots__ = ("samples", "squares", "sums")
 
     def __init__(self) -> None:
         self.samples = 0

@@ -70,4 +70,3 @@ def threshold_for_rate(counts: Iterable[tuple[int, Sequence[int]]], rate: float)
         if n <= rate * total:
             return threshold
     return GRID[-1]
-

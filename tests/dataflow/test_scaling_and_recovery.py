@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from deploy.local.servers import free_port
-from tests.flead_runs import REPO, comparable, environment, flead_command, run, anomaly_keys
+from tests.flead_runs import REPO, anomaly_keys, comparable, environment, flead_command, run
 
 
 @pytest.fixture(scope="module")

@@ -133,7 +133,9 @@ def test_an_aggregator_goes_on_from_a_newer_version_it_adopts():
     aggregator.adopt(GlobalModel(41, earlier, 0.9, 5, 20, 100, 0.0))
     aggregator.adopt(GlobalModel(7, ZERO, 0.5, 1, 1, 1, 0.0))  # older: ignored
     # a device that started from version 41 and learned +0.5 on abs_z
-    model = aggregator.add(LocalUpdate("a", 1, 41, ModelParameters({"abs_z": 2.5}, -3.0), earlier, 10, 10, 1.0, 0.1, 0.0))
+    model = aggregator.add(
+        LocalUpdate("a", 1, 41, ModelParameters({"abs_z": 2.5}, -3.0), earlier, 10, 10, 1.0, 0.1, 0.0)
+    )
     assert model.version == 42
     assert model.parameters.weights == {"abs_z": pytest.approx(2.5)}
     assert model.parameters.intercept == pytest.approx(-3.0)

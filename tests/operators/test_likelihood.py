@@ -17,7 +17,7 @@ def test_log_tail_matches_the_normal_tail_and_stays_finite_far_out():
 
 
 def test_score_and_threshold_are_one_to_one_with_the_tail_probability():
-    assert score_of(math.log(1e-3)) == pytest.approx(1 - 10 ** -0.3)  # 0.4988
+    assert score_of(math.log(1e-3)) == pytest.approx(1 - 10**-0.3)  # 0.4988
     assert threshold_of(1e-3) == pytest.approx(score_of(math.log(1e-3)))
     assert score_of(math.log(1e-150)) < 1.0 and score_of(0.0) == 0.0
 
