@@ -131,7 +131,7 @@ class DeviceState:
     Every reading gets a label-free score: each field's forecast error and change of spread
     are the *evidence*; the largest of each kind goes through its own anomaly likelihood,
     calibrated against the device's history and, while that is short, the fleet's normal
-    model; the rarest of the two (Bonferroni-corrected) is the score. A round starts from
+    model; the rarest of the two (Šidák-corrected) is the score. A round starts from
     the newest global model, collects the moments of the evidence for the fleet's normal
     model and, when labels arrive (``label_delay`` readings late), trains the logistic
     model on them; it closes after ``round_rows`` readings or ``round_seconds`` of event time
@@ -194,7 +194,6 @@ class DeviceState:
         warmup = settings.warmup
         z_scores, z_changes, windows = [], [], []
         top_field, top_z = "", 0.0
-        warmed_up = False
         forecast, forecast_field, forecast_error = 0.0, "", 0.0
         spread, spread_field, spread_ratio = 0.0, "", 0.0
         for name, value in reading.values.items():
@@ -206,7 +205,6 @@ class DeviceState:
                 forecaster = self.forecasters[name]
             previous_z = window.last_z
             field_warmed_up = window.count >= warmup
-            warmed_up = warmed_up or field_warmed_up
             z = window.push(value)
             error = forecaster.push(timestamp, value)
             if not field_warmed_up:

@@ -25,18 +25,10 @@ from tests.flead_runs import REPO, comparable, environment, flead_command, run
 pytestmark = pytest.mark.integration
 
 
-COMPARED_WITH_REPLAY = {"FLEAD_DETECTOR": "z_rule"}
-"""These tests compare what Kafka delivers with a replay of the same files, reading by reading:
-the z-rule's anomalies depend only on each device's readings in order. The calibrated score's
-anomalies differed between a Kafka run with two workers and a replay (100 warnings against 106
-on the sample), which is not explained yet."""
-
-
 def topics_env(kafka: KafkaServer, **extra: str) -> dict[str, str]:
     """Fresh topic names per test, so tests sharing the broker never see each other's data."""
     suffix = uuid.uuid4().hex[:8]
     return {
-        **COMPARED_WITH_REPLAY,
         "FLEAD_KAFKA_BROKERS": kafka.bootstrap,
         "FLEAD_TOPIC_TELEMETRY": f"edge-iiot-stream-{suffix}",
         "FLEAD_TOPIC_ANOMALIES": f"anomalies-{suffix}",
@@ -105,7 +97,7 @@ def anomaly_rows_keys(anomaly_rows: list[dict]) -> set[tuple[str, str, str]]:
 @pytest.fixture(scope="module")
 def replay_reference(nab_sample, tmp_path_factory):
     out = tmp_path_factory.mktemp("replay-reference")
-    summary = run(nab_sample, out, **COMPARED_WITH_REPLAY)
+    summary = run(nab_sample, out)
     anomalies = [orjson.loads(line) for line in (out / "anomalies.jsonl").read_bytes().splitlines()]
     return summary, anomaly_rows_keys(anomalies)
 
