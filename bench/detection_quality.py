@@ -233,7 +233,7 @@ def after_warmup(rows: list[dict], warmup: int) -> list[dict]:
 
 
 FLEET_DECIDERS: dict[str, tuple[Callable[[dict], bool], Score]] = {
-    "FLEAD `is_anomaly` (calibrated score ≥ threshold)": (lambda r: r["is_anomaly"], lambda r: r["score"]),
+    "FLEAD `is_anomaly` (calibrated score, incidents)": (lambda r: r["is_anomaly"], lambda r: r["score"]),
     "z-rule (\\|z\\| ≥ 2.5)": (lambda r: abs(r["z_score"]) >= 2.5, lambda r: abs(r["z_score"])),
 }
 

@@ -15,7 +15,7 @@ from operators.local_model import LocalModel, ModelParameters, log_loss, sigmoid
 from operators.messages import Telemetry, iso_timestamp
 from operators.normal_model import EVIDENCE, RoundMoments
 from operators.rolling_stats import RollingStats
-from operators.threshold import ThresholdCounts, critical_threshold
+from operators.threshold import ThresholdCounts, critical_threshold, release_threshold
 
 DETECTORS = ("calibrated", "z_rule")
 """What ``is_anomaly`` follows: the calibrated score at or above the threshold (default), or
@@ -25,6 +25,7 @@ MODEL_THRESHOLD = 0.5
 """The logistic models (learned from labels) flag a reading whose probability is above this."""
 
 SPREAD_CAP = 10.0
+LEVEL_CAP = 50.0
 
 EVIDENCE_WARMUP = LEVEL_WARMUP + RECENT
 """Readings before a device's evidence means what it will mean later (the level forecaster is
@@ -142,6 +143,7 @@ class DeviceState:
         "base_global_version",
         "device_id",
         "forecasters",
+        "incident_open",
         "last_seen",
         "likelihoods",
         "model",
@@ -157,7 +159,7 @@ class DeviceState:
         "round_rows",
         "round_start",
         "round_thresholds",
-        "since_alert",
+        "since_anomaly",
         "windows",
     )
 
@@ -166,7 +168,8 @@ class DeviceState:
         self.windows: dict[str, RollingStats] = {}
         self.forecasters: dict[str, FieldForecaster] = {}
         self.likelihoods = tuple(AnomalyLikelihood() for _ in EVIDENCE)
-        self.since_alert = settings.alert_gap
+        self.since_anomaly = settings.alert_gap
+        self.incident_open = False
         self.model = LocalModel(settings.learning_rate, settings.positive_weight)
         self.readings = 0
         self.pending_labels: deque[tuple[int, dict[str, float], int]] = deque()
@@ -196,6 +199,7 @@ class DeviceState:
         top_field, top_z = "", 0.0
         forecast, forecast_field, forecast_error = 0.0, "", 0.0
         spread, spread_field, spread_ratio = 0.0, "", 0.0
+        level, level_field = 0.0, ""
         for name, value in reading.values.items():
             window = self.windows.get(name)
             if window is None:
@@ -212,8 +216,11 @@ class DeviceState:
             else:
                 if abs(error) > forecast:
                     forecast, forecast_field, forecast_error = abs(error), name, error
-                _, short_std, long_std = window.short_vs_long()
+                gap, short_std, long_std = window.short_vs_long()
                 if long_std > 0.0:
+                    shift = min(gap / long_std, LEVEL_CAP)
+                    if shift > level:
+                        level, level_field = shift, name
                     ratio = math.log(short_std / long_std) if short_std > 0.0 else -SPREAD_CAP
                     ratio = max(-SPREAD_CAP, min(SPREAD_CAP, ratio))
                     if abs(ratio) > spread:
@@ -229,7 +236,7 @@ class DeviceState:
         prior_weight = settings.prior_weight
         tails = []
         averages = []
-        for i, raw in enumerate((forecast, spread)):
+        for i, raw in enumerate((forecast, spread, level)):
             log_q, average = self.likelihoods[i].update(raw, normal.evidence[i] if normal else None, prior_weight)
             tails.append(log_q)
             averages.append(average)
@@ -244,13 +251,16 @@ class DeviceState:
         if settings.target_false_alarm_rate > 0 and global_model is not None and global_model.threshold is not None:
             threshold = global_model.threshold
         if settings.detector == "calibrated":
-            is_anomaly = score >= threshold
+            # An incident opens at the threshold and stays open while the score stays above the
+            # release level: a long anomaly is flagged for as long as it lasts, not only at its onset.
+            is_anomaly = score >= threshold or (self.incident_open and score >= release_threshold(threshold))
+            self.incident_open = is_anomaly
             severity = ("critical" if score >= critical_threshold(threshold) else "warning") if is_anomaly else None
         else:
             severity = settings.severity(abs(top_z))
             is_anomaly = severity is not None
-        alert = is_anomaly and self.since_alert >= settings.alert_gap
-        self.since_alert = 0 if alert else self.since_alert + 1
+        alert = is_anomaly and self.since_anomaly >= settings.alert_gap
+        self.since_anomaly = 0 if is_anomaly else self.since_anomaly + 1
 
         # The logistic models learn from labels only; until a device or the fleet has learned
         # something, their scores say nothing, and the features are not built.
@@ -268,7 +278,9 @@ class DeviceState:
         else:
             features, logit, model_score, global_score = None, 0.0, 0.5, None
         explanation = (
-            _explanation(tails, (forecast_field, spread_field), (forecast_error, spread_ratio)) if is_anomaly else []
+            _explanation(
+                tails, (forecast_field, spread_field, level_field), (forecast_error, spread_ratio, level)
+            ) if is_anomaly else []
         )
         detection = Detection(
             reading,

@@ -27,6 +27,10 @@ HISTORY = 4000
 """The history's mean and variance are exponentially weighted over about this many readings."""
 WARMUP = 300
 """Readings of history (own, plus a prior's weight) before the tail probability counts."""
+PRIOR_FADE = 1500
+"""A prior's weight fades linearly to nothing over a device's first this many readings: a
+device with a long history is judged against itself alone (fleets mix devices whose ordinary
+evidence differs, and their pooled moments would blur a long-lived device's own)."""
 SPREAD_FLOOR = 0.01
 """The history's standard deviation is at least this (raw scores are in units of spread):
 a raw score that never moved does not make the next tiny move infinitely unlikely."""
@@ -91,8 +95,9 @@ class AnomalyLikelihood:
     :meth:`update` returns ``log Q``, the log of the upper tail probability of the recent
     mean under a Gaussian fitted to the history (``log 0.5`` until the history is warm).
     A ``prior`` (the fleet's idea of this raw score, from the federated normal model) stands
-    in for ``prior_weight`` readings of history: a device that joined a minute ago is judged
-    against the fleet, one with a long history mostly against itself.
+    in for ``prior_weight`` readings of history, fading out over the device's first
+    :data:`PRIOR_FADE` readings: a device that joined a minute ago is judged
+    against the fleet, one with a long history against itself alone.
 
     Examples
     --------
@@ -128,7 +133,8 @@ class AnomalyLikelihood:
         average = self.recent_mean(raw)
         own = min(self.count, HISTORY)
         mean, variance = self._mean, self._variance
-        if prior is not None and prior_weight > 0.0 and prior.samples:
+        if own < PRIOR_FADE and prior is not None and prior_weight > 0.0 and prior.samples:
+            prior_weight *= 1.0 - own / PRIOR_FADE
             share = own / (own + prior_weight)
             second = share * (variance + mean * mean) + (1.0 - share) * prior.second
             mean = share * mean + (1.0 - share) * prior.mean

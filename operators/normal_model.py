@@ -16,10 +16,12 @@ from dataclasses import dataclass
 
 from operators.aggregation import fedavg
 
-EVIDENCE = ("forecast", "spread")
+EVIDENCE = ("forecast", "spread", "level")
 """- ``forecast``: the largest |error| of a field's forecast, in that forecaster's error spreads;
 - ``spread``: the largest |log(short-window std / long-window std)| of a field (a noise burst,
-  or a sensor that stopped moving)."""
+  or a sensor that stopped moving);
+- ``level``: the largest |short-window mean − long-window mean| of a field, in long-window
+  stds (a level shift or a drift, for as long as the long window has not absorbed it)."""
 
 MEMORY_SAMPLES = 1_000_000
 """A new global model weighs the one before it as at most this many readings, so the fleet's
@@ -62,8 +64,8 @@ class NormalModel:
 def pooled(models: Iterable[NormalModel]) -> NormalModel:
     """The models' moments pooled: FedAvg of means and mean squares, weighted by samples.
 
-    >>> a = NormalModel((Moments(100, 1.0, 2.0), Moments(100, 0.5, 0.5)))
-    >>> b = NormalModel((Moments(300, 2.0, 5.0), Moments(300, 0.5, 0.25)))
+    >>> a = NormalModel((Moments(100, 1.0, 2.0),) * len(EVIDENCE))
+    >>> b = NormalModel((Moments(300, 2.0, 5.0),) * len(EVIDENCE))
     >>> p = pooled([a, b]).evidence[0]
     >>> p.samples, p.mean, p.second, p.variance
     (400, 1.75, 4.25, 1.1875)

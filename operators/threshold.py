@@ -8,6 +8,9 @@ from operators.likelihood import SCORE_ROOT, threshold_of
 
 CRITICAL_RARITY = 100.0
 """A ``critical`` reading is this many times less likely than one at the threshold."""
+RELEASE_COMMONNESS = 100.0
+"""An open incident stays open while its device's readings are at most this many times more
+likely than one at the threshold."""
 
 GRID = tuple(threshold_of(10.0 ** (-step / 4)) for step in range(2, 49))
 """Candidate thresholds: tail probabilities from 10^-0.5 down to 10^-12 in quarter decades."""
@@ -20,6 +23,15 @@ def critical_threshold(threshold: float) -> float:
     0.6845
     """
     return 1.0 - (1.0 - threshold) * CRITICAL_RARITY ** (-1.0 / SCORE_ROOT)
+
+
+def release_threshold(threshold: float) -> float:
+    """The score below which an open incident closes: :data:`RELEASE_COMMONNESS` times more likely.
+
+    >>> round(release_threshold(0.5), 4)
+    0.2076
+    """
+    return 1.0 - (1.0 - threshold) * RELEASE_COMMONNESS ** (1.0 / SCORE_ROOT)
 
 
 class ThresholdCounts:

@@ -50,11 +50,11 @@ def test_a_fleet_table_from_two_real_runs(tmp_path: Path, capsys: pytest.Capture
     rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()[2:]]
     by_rule = {(row[0].lstrip("| "), row[1]): [cell.strip(" |") for cell in row[2:]] for row in rows}
     assert list(by_rule) == [
-        ("FLEAD `is_anomaly` (calibrated score ≥ threshold)", "none"),
+        ("FLEAD `is_anomaly` (calibrated score, incidents)", "none"),
         ("z-rule (\\|z\\| ≥ 2.5)", "none"),
         ("logistic model (probability > 0.5)", "20 readings late"),
     ]
-    calibrated = by_rule[("FLEAD `is_anomaly` (calibrated score ≥ threshold)", "none")]
+    calibrated = by_rule[("FLEAD `is_anomaly` (calibrated score, incidents)", "none")]
     z_rule = by_rule[("z-rule (\\|z\\| ≥ 2.5)", "none")]
     # label-free, the calibrated score flags far fewer normal readings than the z-rule, and ranks better
     assert float(calibrated[4].rstrip("%")) < float(z_rule[4].rstrip("%")) / 2

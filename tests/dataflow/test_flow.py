@@ -53,13 +53,15 @@ def test_anomalies_carry_severity_signed_z_and_explanation(run):
     assert by_severity == summary["anomalies"]
     critical = [row for row in anomalies if row["severity"] == "critical"]
     warning = [row for row in anomalies if row["severity"] == "warning"]
-    # critical: at least 100 times rarer than the threshold's tail probability (score ≥ 0.6845 for 0.5)
+    # critical: at least 100 times rarer than the threshold's tail probability (score ≥ 0.6845 for 0.5);
+    # warning: at the threshold, or in an open incident above its release level (0.2076)
     assert critical and all(row["score"] >= 0.6845 for row in critical)
-    assert warning and all(0.5 <= row["score"] < 0.6845 for row in warning)
+    assert warning and all(0.2076 <= row["score"] < 0.6845 for row in warning)
+    assert any(row["score"] < 0.5 for row in warning)
     assert any(row["z_score"] < 0 for row in anomalies) and any(row["z_score"] > 0 for row in anomalies)
     # every anomaly says which evidence moved, on which field, and how rare it was
     assert all(row["explanation"] and row["explanation"][0]["field"] == "value" for row in anomalies)
-    assert all(row["explanation"][0]["log10_tail"] <= -3 for row in anomalies)
+    assert all(row["explanation"][0]["log10_tail"] < -1 for row in anomalies)
     assert set(anomalies[0]) == {
         "device_id",
         "timestamp",

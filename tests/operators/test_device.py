@@ -77,13 +77,29 @@ def test_the_same_noise_in_other_units_gives_the_same_scores():
     assert a == pytest.approx(b, abs=1e-6)
 
 
-def test_an_incident_raises_one_alert_until_the_gap_has_passed():
+def test_an_incident_raises_one_alert_and_a_new_one_needs_the_gap_without_anomalies():
     settings = DetectionSettings(alert_gap=50)
     device = DeviceState("d1", settings)
     feed(device, noisy(500), settings)
     flags = [d for d, _ in feed(device, [40.0] * 5, settings, start=500)]
     assert all(d.is_anomaly for d in flags[:2])
     assert [d.alert for d in flags].count(True) == 1 and flags[0].alert
+    after = [d for d, _ in feed(device, noisy(300, seed=5), settings, start=505)]
+    quiet = next(i for i, d in enumerate(after) if not d.is_anomaly)
+    assert not any(d.alert for d in after[: quiet + 50])  # fewer than 50 readings without an anomaly
+    again = [d for d, _ in feed(device, [40.0] * 5, settings, start=805)]
+    assert [d.alert for d in again].count(True) == 1  # a new incident, long after the last anomaly
+
+
+def test_a_level_shift_stays_flagged_while_the_incident_is_open():
+    settings = DetectionSettings()
+    device = DeviceState("d1", settings)
+    feed(device, noisy(600), settings)
+    shifted = [d for d, _ in feed(device, [v + 3.0 for v in noisy(30, seed=9)], settings, start=600)]
+    # a shift of six noise spreads: flagged from its first readings, and still 20 readings on
+    # (by the level evidence, while the long window has not absorbed it)
+    assert shifted[1].is_anomaly and shifted[20].is_anomaly
+    assert "level" in {d.explanation[0]["evidence"] for d in shifted[:21]}
 
 
 def test_a_stuck_sensor_is_flagged_by_its_spread():
