@@ -10,7 +10,7 @@ from typing import Any
 from operators.features import reading_features
 from operators.fedavg import GlobalModel, LocalUpdate
 from operators.forecast import LEVEL_WARMUP, FieldForecaster
-from operators.likelihood import RECENT, AnomalyLikelihood, rarest, score_of
+from operators.likelihood import RECENT, AnomalyLikelihood, log_tail, rarest, score_of
 from operators.local_model import LocalModel, ModelParameters, log_loss, sigmoid
 from operators.messages import Telemetry, iso_timestamp
 from operators.normal_model import EVIDENCE, RoundMoments
@@ -218,12 +218,15 @@ class DeviceState:
                     forecast, forecast_field, forecast_error = abs(error), name, error
                 gap, short_std, long_std = window.short_vs_long()
                 if long_std > 0.0:
-                    shift = min(gap / long_std, LEVEL_CAP)
+                    shift = gap / long_std
                     if shift > level:
                         level, level_field = shift, name
-                    ratio = math.log(short_std / long_std) if short_std > 0.0 else -SPREAD_CAP
-                    ratio = max(-SPREAD_CAP, min(SPREAD_CAP, ratio))
-                    if abs(ratio) > spread:
+                    if short_std > 0.0:
+                        ratio = math.log(short_std / long_std)
+                        ratio = SPREAD_CAP if ratio > SPREAD_CAP else -SPREAD_CAP if ratio < -SPREAD_CAP else ratio
+                    else:
+                        ratio = -SPREAD_CAP
+                    if (ratio if ratio >= 0.0 else -ratio) > spread:
                         spread, spread_field, spread_ratio = abs(ratio), name, ratio
             z_scores.append(z)
             z_changes.append(z - previous_z)
@@ -232,17 +235,21 @@ class DeviceState:
                 top_field, top_z = name, z
 
         # The calibrated score: each kind of evidence against its own history (and the fleet's).
-        normal = global_model.normal if global_model is not None else None
+        if level > LEVEL_CAP:
+            level = LEVEL_CAP
+        priors = global_model.normal.evidence if global_model is not None else _NO_PRIORS
         prior_weight = settings.prior_weight
-        tails = []
-        averages = []
-        for i, raw in enumerate((forecast, spread, level)):
-            log_q, average = self.likelihoods[i].update(raw, normal.evidence[i] if normal else None, prior_weight)
-            tails.append(log_q)
-            averages.append(average)
+        forecast_likelihood, spread_likelihood, level_likelihood = self.likelihoods
+        forecast_z, forecast_mean = forecast_likelihood.update(forecast, priors[0], prior_weight)
+        spread_z, spread_mean = spread_likelihood.update(spread, priors[1], prior_weight)
+        level_z, level_mean = level_likelihood.update(level, priors[2], prior_weight)
         if self.readings >= EVIDENCE_WARMUP:
-            self.round_moments.add(averages)
-        log_q = rarest(tails)
+            self.round_moments.add((forecast_mean, spread_mean, level_mean))
+        # The rarest evidence is the one furthest above its history: one tail to compute.
+        rarest_z = forecast_z if forecast_z > spread_z else spread_z
+        if level_z > rarest_z:
+            rarest_z = level_z
+        log_q = rarest(log_tail(rarest_z), len(EVIDENCE))
         score = score_of(log_q)
         if self.round_thresholds is not None:
             self.round_thresholds.add(score)
@@ -279,8 +286,12 @@ class DeviceState:
             features, logit, model_score, global_score = None, 0.0, 0.5, None
         explanation = (
             _explanation(
-                tails, (forecast_field, spread_field, level_field), (forecast_error, spread_ratio, level)
-            ) if is_anomaly else []
+                (forecast_z, spread_z, level_z),
+                (forecast_field, spread_field, level_field),
+                (forecast_error, spread_ratio, level),
+            )
+            if is_anomaly
+            else []
         )
         detection = Detection(
             reading,
@@ -300,13 +311,17 @@ class DeviceState:
         self.round_rows += 1
         self.round_last = timestamp
         self.readings += 1
-        if features is not None and reading.label is not None:
-            self.pending_labels.append((self.readings + settings.label_delay, features, reading.label))
         pending = self.pending_labels
+        label = reading.label
+        if features is not None and label is not None:
+            if settings.label_delay == 0:
+                # The model is unchanged since it scored the reading: the step reuses the logit.
+                self._learn(features, label, logit)
+            else:
+                pending.append((self.readings + settings.label_delay, features, label))
         while pending and pending[0][0] <= self.readings:
             _, learned_features, label = pending.popleft()
-            # With no delay the model is unchanged since it scored the reading: reuse the logit.
-            self._learn(learned_features, label, logit if settings.label_delay == 0 else None)
+            self._learn(learned_features, label)
 
         due = self.round_rows >= settings.round_rows or (
             settings.round_seconds > 0 and timestamp - self.round_start >= settings.round_seconds
@@ -363,11 +378,17 @@ class DeviceState:
         return update
 
 
-def _explanation(tails: list[float], fields: tuple[str, ...], values: tuple[float, ...]) -> list[dict[str, Any]]:
-    """What moved: each kind of evidence, its field and value, rarest first."""
+_NO_PRIORS = (None,) * len(EVIDENCE)
+_LN10 = math.log(10.0)
+
+
+def _explanation(
+    z_scores: tuple[float, ...], fields: tuple[str, ...], values: tuple[float, ...]
+) -> list[dict[str, Any]]:
+    """What moved: each kind of evidence, its field and value, and the log10 of its tail probability, rarest first."""
     found = [
-        {"evidence": name, "field": field, "value": round(value, 4), "log10_tail": round(tail / math.log(10), 2)}
-        for name, tail, field, value in zip(EVIDENCE, tails, fields, values, strict=True)
+        {"evidence": name, "field": field, "value": round(value, 4), "log10_tail": round(log_tail(z) / _LN10, 2)}
+        for name, z, field, value in zip(EVIDENCE, z_scores, fields, values, strict=True)
         if field
     ]
     found.sort(key=lambda item: item["log10_tail"])

@@ -9,8 +9,8 @@ DAY_BINS = 48
 """Half-hour bins of the time of day."""
 WEEK_BINS = 168
 """Hour bins of the time of the week."""
-_BIN_SECONDS = (0.0, 86_400.0 / DAY_BINS, 3_600.0)
-_BINS = (0, DAY_BINS, WEEK_BINS)
+_DAY_BIN_SECONDS = 86_400.0 / DAY_BINS
+_WEEK_BIN_SECONDS = 604_800.0 / WEEK_BINS
 _WEEK_START = 345_600.0
 """Unix time 0 was a Thursday: the week's bins start on Monday 00:00 UTC."""
 
@@ -43,7 +43,7 @@ class FieldForecaster:
     against its level, without a setting. The seasonal forecasters need the readings'
     timestamps and enough history; until then the level forecaster speaks.
 
-    The state is three small arrays and two profiles (1.7 KiB), pickled as a tuple.
+    The state is three small lists and two profiles (1.7 KiB), pickled as a tuple.
 
     Examples
     --------
@@ -54,64 +54,76 @@ class FieldForecaster:
     (-0.99, 34.7)
     """
 
-    __slots__ = ("_count", "_level", "_profiles", "_spread")
+    __slots__ = ("_count", "_day", "_level", "_spread", "_week")
 
     def __init__(self) -> None:
         nan = math.nan
-        self._level = array("d", (nan, nan, nan))
-        self._spread = array("d", (nan, nan, nan))
-        self._count = array("l", (0, 0, 0))
-        self._profiles = (None, array("d", (nan,) * DAY_BINS), array("d", (nan,) * WEEK_BINS))
+        self._level = [nan, nan, nan]
+        self._spread = [nan, nan, nan]
+        self._count = [0, 0, 0]
+        self._day = array("d", (nan,) * DAY_BINS)
+        self._week = array("d", (nan,) * WEEK_BINS)
 
     def push(self, timestamp: float, reading: float) -> float:
         """The signed error of the forecaster with the smallest spread, in that spread (0 until one
         is ready); then every forecaster learns ``reading``."""
-        best, best_spread = 0.0, math.inf
+        levels = self._level
         week_time = timestamp - _WEEK_START
-        for k in range(3):
-            profile = self._profiles[k]
-            if profile is None:
-                bin_index, seasonal = -1, 0.0
-            else:
-                bin_index = int(week_time // _BIN_SECONDS[k]) % _BINS[k]
-                seasonal = profile[bin_index]
-            level = self._level[k]
-            if level == level and seasonal == seasonal:  # neither is NaN: a forecast exists
-                error = reading - seasonal - level
-                spread = self._spread[k]
-                count = self._count[k]
-                if spread == spread and spread > 0.0 and count >= LEVEL_WARMUP:
-                    ready = count >= (LEVEL_WARMUP if profile is None else SEASONAL_WARMUP)
-                    if ready and spread < best_spread:
-                        best, best_spread = error / spread, spread
-                    bound = WINSOR * spread
-                    error = bound if error > bound else -bound if error < -bound else error
-                squared = error * error
-                # The mean of the squared errors so far, until it holds 1/ERROR_RATE of them; then smoothed.
-                rate = max(ERROR_RATE, 1.0 / (count + 1))
-                variance = squared if spread != spread else spread * spread + rate * (squared - spread * spread)
-                self._spread[k] = math.sqrt(variance)
-                self._count[k] = count + 1
-            self._learn(k, bin_index, reading)
+        day_bin = int(week_time // _DAY_BIN_SECONDS) % DAY_BINS
+        week_bin = int(week_time // _WEEK_BIN_SECONDS) % WEEK_BINS
+        day, week = self._day, self._week
+        day_seasonal, week_seasonal = day[day_bin], week[week_bin]
+
+        # Each forecaster's error on this reading (NaN while it has no forecast), then its spread.
+        level = levels[0]
+        best, best_spread = self._judge(0, reading - level, LEVEL_WARMUP, 0.0, math.inf)
+        best, best_spread = self._judge(1, reading - day_seasonal - levels[1], SEASONAL_WARMUP, best, best_spread)
+        best, best_spread = self._judge(2, reading - week_seasonal - levels[2], SEASONAL_WARMUP, best, best_spread)
+
+        # Then each learns the reading.
+        levels[0] = reading if level != level else level + LEVEL_RATE * (reading - level)
+        levels[1] = _learn_seasonal(day, day_bin, levels[1], reading)
+        levels[2] = _learn_seasonal(week, week_bin, levels[2], reading)
         return best if -RESIDUAL_CAP < best < RESIDUAL_CAP else math.copysign(RESIDUAL_CAP, best)
 
-    def _learn(self, k: int, bin_index: int, reading: float) -> None:
-        level = self._level[k]
-        profile = self._profiles[k]
-        if profile is None:
-            self._level[k] = reading if level != level else level + LEVEL_RATE * (reading - level)
-            return
-        if level != level:
-            level = self._level[k] = 0.0
-        seasonal = profile[bin_index]
-        if seasonal != seasonal:
-            profile[bin_index] = seasonal = reading - level
+    def _judge(self, k: int, error: float, ready_at: int, best: float, best_spread: float) -> tuple[float, float]:
+        """Update forecaster ``k``'s spread with ``error``; returns the best standardised error so far."""
+        if error != error:  # no forecast yet
+            return best, best_spread
+        spread = self._spread[k]
+        count = self._count[k]
+        if count >= LEVEL_WARMUP and spread > 0.0:  # (False for a NaN spread)
+            if count >= ready_at and spread < best_spread:
+                best, best_spread = error / spread, spread
+            bound = WINSOR * spread
+            error = bound if error > bound else -bound if error < -bound else error
+        squared = error * error
+        # The mean of the squared errors so far, until it holds 1/ERROR_RATE of them; then smoothed.
+        if spread != spread:
+            variance = squared
         else:
-            profile[bin_index] = seasonal = seasonal + PROFILE_RATE * (reading - level - seasonal)
-        self._level[k] = level + LEVEL_RATE * (reading - seasonal - level)
+            rate = 1.0 / (count + 1)
+            if rate < ERROR_RATE:
+                rate = ERROR_RATE
+            variance = spread * spread + rate * (squared - spread * spread)
+        self._spread[k] = math.sqrt(variance)
+        self._count[k] = count + 1
+        return best, best_spread
 
     def __getstate__(self) -> tuple:
-        return self._level, self._spread, self._count, self._profiles
+        return self._level, self._spread, self._count, self._day, self._week
 
     def __setstate__(self, state: tuple) -> None:
-        self._level, self._spread, self._count, self._profiles = state
+        self._level, self._spread, self._count, self._day, self._week = state
+
+
+def _learn_seasonal(profile: array, bin_index: int, level: float, reading: float) -> float:
+    """The profile's bin and the level learn ``reading``; returns the new level."""
+    if level != level:
+        level = 0.0
+    seasonal = profile[bin_index]
+    if seasonal != seasonal:
+        profile[bin_index] = seasonal = reading - level
+    else:
+        profile[bin_index] = seasonal = seasonal + PROFILE_RATE * (reading - level - seasonal)
+    return level + LEVEL_RATE * (reading - seasonal - level)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Sequence
 
 from operators.normal_model import Moments
 
@@ -36,7 +35,6 @@ SPREAD_FLOOR = 0.01
 a raw score that never moved does not make the next tiny move infinitely unlikely."""
 SCORE_ROOT = 10.0
 
-_LOG_HALF = math.log(0.5)
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 _SQRT_HALF = math.sqrt(0.5)
 
@@ -64,20 +62,18 @@ def score_of(log_tail_probability: float) -> float:
     return 0.0 - math.expm1(log_tail_probability / SCORE_ROOT)  # 0.0 - … : never −0.0
 
 
-def rarest(log_tails: Sequence[float]) -> float:
+def rarest(log_tail_probability: float, k: int) -> float:
     """``log Q`` of the rarest of ``k`` pieces of evidence, Šidák-corrected: the chance that at
-    least one of ``k`` independent ordinary ones is that rare, ``1 − (1 − Q_min)^k``.
+    least one of ``k`` independent ordinary ones is as rare as ``Q_min``, ``1 − (1 − Q_min)^k``.
 
-    >>> round(math.exp(rarest([math.log(0.5), math.log(0.9)])), 4)
+    >>> round(math.exp(rarest(math.log(0.5), 2)), 4)
     0.75
-    >>> round(rarest([-800.0, -1.0]) + 800.0, 4) == round(math.log(2), 4)
+    >>> round(rarest(-800.0, 2) + 800.0, 4) == round(math.log(2), 4)
     True
     """
-    smallest = min(log_tails)
-    k = len(log_tails)
-    if smallest < -30.0:  # (1 − Q)^k ≈ 1 − k·Q to double precision
-        return smallest + math.log(k)
-    return math.log(-math.expm1(k * math.log1p(-math.exp(smallest))))
+    if log_tail_probability < -30.0:  # (1 − Q)^k ≈ 1 − k·Q to double precision
+        return log_tail_probability + math.log(k)
+    return math.log(-math.expm1(k * math.log1p(-math.exp(log_tail_probability))))
 
 
 def threshold_of(false_alarm_rate: float) -> float:
@@ -92,8 +88,9 @@ def threshold_of(false_alarm_rate: float) -> float:
 class AnomalyLikelihood:
     """How unusual the recent mean of one raw score is against its own long history.
 
-    :meth:`update` returns ``log Q``, the log of the upper tail probability of the recent
-    mean under a Gaussian fitted to the history (``log 0.5`` until the history is warm).
+    :meth:`update` returns ``z``, the recent mean's distance above the history's mean in its
+    standard deviations (0 until the history is warm): ``log_tail(z)`` is ``log Q``, the log of
+    its upper tail probability under a Gaussian fitted to the history.
     A ``prior`` (the fleet's idea of this raw score, from the federated normal model) stands
     in for ``prior_weight`` readings of history, fading out over the device's first
     :data:`PRIOR_FADE` readings: a device that joined a minute ago is judged
@@ -106,7 +103,7 @@ class AnomalyLikelihood:
     >>> likelihood = AnomalyLikelihood()
     >>> for _ in range(400):
     ...     _ = likelihood.update(abs(rng.gauss(0.0, 1.0)))
-    >>> round(likelihood.update(1.0)[0], 2), round(likelihood.update(9.0)[0], 1)
+    >>> round(log_tail(likelihood.update(1.0)[0]), 2), round(log_tail(likelihood.update(9.0)[0]), 1)
     (-1.58, -9.5)
     """
 
@@ -120,18 +117,17 @@ class AnomalyLikelihood:
         self._mean = 0.0
         self._variance = 0.0
 
-    def recent_mean(self, raw: float) -> float:
-        """Add ``raw`` to the short window; returns the window's mean."""
+    def update(self, raw: float, prior: Moments | None = None, prior_weight: float = 0.0) -> tuple[float, float]:
+        """``(z, the recent mean)`` after adding ``raw``: how many of the history's standard
+        deviations the recent mean lies above the history's mean (0 until the history is warm;
+        ``log_tail(z)`` is ``log Q``). The history then learns the recent mean."""
         position = self._position
         self._recent_sum += raw - self._recent[position]
         self._recent[position] = raw
         self._position = (position + 1) % RECENT
-        return self._recent_sum / min(self.count + 1, RECENT)
-
-    def update(self, raw: float, prior: Moments | None = None, prior_weight: float = 0.0) -> tuple[float, float]:
-        """``(log Q, the recent mean)`` after adding ``raw``; the history then learns the recent mean."""
-        average = self.recent_mean(raw)
-        own = min(self.count, HISTORY)
+        count = self.count
+        average = self._recent_sum / (count + 1 if count < RECENT else RECENT)
+        own = count if count < HISTORY else HISTORY
         mean, variance = self._mean, self._variance
         if own < PRIOR_FADE and prior is not None and prior_weight > 0.0 and prior.samples:
             prior_weight *= 1.0 - own / PRIOR_FADE
@@ -142,15 +138,15 @@ class AnomalyLikelihood:
             own += prior_weight
         if own >= WARMUP:
             spread = math.sqrt(variance) if variance > 0.0 else 0.0
-            found = log_tail((average - mean) / max(spread, SPREAD_FLOOR))
+            z = (average - mean) / (spread if spread > SPREAD_FLOOR else SPREAD_FLOOR)
         else:
-            found = _LOG_HALF
-        self.count += 1
-        rate = 1.0 / min(self.count, HISTORY)
+            z = 0.0
+        self.count = count = count + 1
+        rate = 1.0 / (count if count < HISTORY else HISTORY)
         deviation = average - self._mean
         self._mean += rate * deviation
         self._variance = (1.0 - rate) * (self._variance + rate * deviation * deviation)
-        return found, average
+        return z, average
 
     def __getstate__(self) -> tuple:
         return self._recent, self._position, self._recent_sum, self.count, self._mean, self._variance
