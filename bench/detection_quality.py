@@ -21,9 +21,10 @@ labels that reach each device ``--label-delay`` readings late (operator feedback
 a model that only learns "we are inside a labelled anomaly" cannot pass for a detector.
 
 *Federation* (``--fleet F --federation``): the same stream calibrated with the fleet's normal
-model (the default) and by each device alone (``FLEAD_NORMAL_PRIOR_READINGS=0``); then cold
-start: a copy of the fleet in which every fifth device joins halfway, scored over those
-devices' first 100 readings, both ways.
+model (the default), by each device alone (``FLEAD_NORMAL_PRIOR_READINGS=0``), and with one
+model pooled from every reading as it arrives (centralised); then cold start: a copy of the
+fleet in which every fifth device joins halfway, scored over those devices' first 100
+readings, each way.
 """
 
 from __future__ import annotations
@@ -297,9 +298,12 @@ def first_readings(rows: list[dict], devices: set[str], n: int) -> list[dict]:
 
 
 FEDERATION = {
-    "with the fleet's normal model (default)": {},
+    "federated: the fleet's normal model (default)": {},
     "each device alone": {"FLEAD_NORMAL_PRIOR_READINGS": "0"},
+    "centralised: every reading pooled at once": {"FLEAD_ROUND_ROWS": "1", "FLEAD_FEDAVG_UPDATES": "1"},
 }
+"""The centralised row is the same model with no rounds: every reading's evidence reaches the
+pooled model as it happens, as if one server saw the whole stream."""
 
 
 def federation_table(path: Path, truth: Truth, warmup: int, first: int) -> list[str]:

@@ -6,9 +6,14 @@ Each device reports every ``interval`` seconds with its own phase, so the file i
 timestamp order from 2025-01-01T00:00:00Z. A device has one to four fields (``--fields 1``
 forces one) drawn from temperature (°C), CPU (%), latency (ms, log-normal), pressure (Pa) and
 vibration (g): a daily cycle, a faster workload cycle and noise, rounded like a sensor
-would. Anomalies hit one field of a device and label its rows 1 while they last: ``spike``
-(one reading), ``level_shift``, ``drift``, ``stuck`` (the sensor repeats itself) and
-``noise_burst``. The same seed gives the same bytes.
+would. The fields of one device share its workload (the same period and phase, each with
+its own amplitude), so they move together as a machine's temperature, CPU and latency do.
+Anomalies hit one field of a device and label its rows 1 while they last: ``spike`` (one
+reading), ``level_shift``, ``drift``, ``stuck`` (the sensor repeats itself),
+``noise_burst`` (a variance change), ``frequency`` (the field's workload cycle runs four
+times faster) and ``correlation`` (on a device with several fields, one field's workload
+runs against the others', every value still in its usual range). The same seed gives the
+same bytes.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-ANOMALY_KINDS = ("spike", "level_shift", "drift", "stuck", "noise_burst")
+ANOMALY_KINDS = ("spike", "level_shift", "drift", "stuck", "noise_burst", "frequency", "correlation")
+FREQUENCY_FACTOR = 4.0
+"""A ``frequency`` anomaly runs the field's workload cycle this many times faster."""
 START = np.datetime64("2025-01-01T00:00:00", "ms")
 DAY_SECONDS = 86_400.0
 
@@ -106,17 +113,20 @@ def generate_fleet(
     column_device = np.repeat(np.arange(devices), counts)
 
     seconds = np.arange(steps)[:, None] * interval
-    values, scale = _signals(rng, column_kinds, seconds)
+    values, scale, workload = _signals(rng, column_kinds, seconds, column_device)
+    shared = np.flatnonzero(counts[column_device] > 1)  # columns of devices with several fields
     labels = np.zeros((steps, devices), dtype=np.int8)
     events: Counter[str] = Counter()
     rows_by_kind: Counter[str] = Counter()
     for _ in range(rng.poisson(anomaly_rate * steps * devices)):
-        column = int(rng.integers(len(column_kinds)))
         kind = ANOMALY_KINDS[int(rng.integers(len(ANOMALY_KINDS)))]
+        if kind == "correlation" and not len(shared):
+            kind = "level_shift"
+        column = int(rng.choice(shared)) if kind == "correlation" else int(rng.integers(len(column_kinds)))
         length = 1 if kind == "spike" else int(rng.integers(15, 60))
         start = int(rng.integers(0, max(1, steps - length + 1)))
         end = min(steps, start + length)
-        _inject(rng, kind, values[start:end, column], scale[column])
+        _inject(rng, kind, values[start:end, column], scale[column], workload.span(column, start, end))
         labels[start:end, column_device[column]] = 1
         events[kind] += 1
         rows_by_kind[kind] += end - start
@@ -152,32 +162,63 @@ def generate_fleet(
     )
 
 
-def _signals(rng: np.random.Generator, kinds: list[FieldKind], seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Clean signals (steps × columns, log units where the kind says so) and each column's anomaly scale."""
+@dataclass(frozen=True)
+class Workload:
+    """Each column's workload cycle: ``amplitude · sin(2π·t / period + phase)``, with the period
+    and phase of its device."""
+
+    seconds: np.ndarray
+    amplitude: np.ndarray
+    period: np.ndarray
+    phase: np.ndarray
+
+    def span(self, column: int, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+        """The column's workload over rows ``start:end``, and the same cycle run faster."""
+        t = self.seconds[start:end, 0]
+        amplitude, period, phase = self.amplitude[column], self.period[column], self.phase[column]
+        usual = amplitude * np.sin(2 * math.pi * t / period + phase)
+        faster = amplitude * np.sin(2 * math.pi * t * FREQUENCY_FACTOR / period + phase)
+        return usual, faster
+
+
+def _signals(
+    rng: np.random.Generator, kinds: list[FieldKind], seconds: np.ndarray, column_device: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, Workload]:
+    """Clean signals (steps × columns, log units where the kind says so), each column's anomaly
+    scale, and the workload cycles."""
 
     def draw(ranges: list[tuple[float, float]]) -> np.ndarray:
         low, high = np.array(ranges).T
         return rng.uniform(low, high)
 
+    devices = int(column_device.max()) + 1
     level = draw([k.level for k in kinds])
     daily = draw([k.daily for k in kinds])
-    workload = draw([k.workload for k in kinds])
+    workload = Workload(
+        seconds,
+        draw([k.workload for k in kinds]),
+        rng.uniform(1200.0, 10_800.0, devices)[column_device],
+        rng.uniform(0, 2 * math.pi, devices)[column_device],
+    )
     noise = draw([k.noise for k in kinds])
-    workload_period = rng.uniform(1200.0, 10_800.0, len(kinds))
-    daily_phase, workload_phase = rng.uniform(0, 2 * math.pi, (2, len(kinds)))
+    daily_phase = rng.uniform(0, 2 * math.pi, len(kinds))
     values = (
         level
         + daily * np.sin(2 * math.pi * seconds / DAY_SECONDS + daily_phase)
-        + workload * np.sin(2 * math.pi * seconds / workload_period + workload_phase)
+        + workload.amplitude * np.sin(2 * math.pi * seconds / workload.period + workload.phase)
         + noise * rng.standard_normal((len(seconds), len(kinds)))
     )
     # What a reading normally wanders by over a rolling window: the size anomalies are measured in.
-    return values, noise + workload
+    return values, noise + workload.amplitude, workload
 
 
-def _inject(rng: np.random.Generator, kind: str, span: np.ndarray, scale: float) -> None:
-    """Change ``span`` (a view of one column's rows) in place into an anomaly of ``kind``."""
+def _inject(
+    rng: np.random.Generator, kind: str, span: np.ndarray, scale: float, workload: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """Change ``span`` (a view of one column's rows) in place into an anomaly of ``kind``;
+    ``workload`` is the column's usual workload over the span and the same cycle run faster."""
     sign = rng.choice([-1.0, 1.0])
+    usual, faster = workload
     if kind == "spike":
         span += sign * scale * rng.uniform(4, 8)
     elif kind == "level_shift":
@@ -186,8 +227,12 @@ def _inject(rng: np.random.Generator, kind: str, span: np.ndarray, scale: float)
         span += sign * scale * np.linspace(0, rng.uniform(2, 4), len(span))
     elif kind == "stuck":
         span[:] = span[0]
-    else:  # noise_burst
+    elif kind == "noise_burst":
         span += rng.normal(0, scale * rng.uniform(2, 4), len(span))
+    elif kind == "frequency":
+        span += faster - usual
+    else:  # correlation: the workload runs against the device's other fields
+        span -= 2 * usual
 
 
 def _to_readings(values: np.ndarray, kinds: list[FieldKind]) -> np.ndarray:

@@ -7,6 +7,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from operators.correlation import FieldRelations
 from operators.features import reading_features
 from operators.fedavg import GlobalModel, LocalUpdate
 from operators.forecast import LEVEL_WARMUP, FieldForecaster
@@ -150,6 +151,7 @@ class DeviceState:
         "model_version",
         "pending_labels",
         "readings",
+        "relations",
         "round_base",
         "round_correct",
         "round_labelled",
@@ -168,6 +170,7 @@ class DeviceState:
         self.windows: dict[str, RollingStats] = {}
         self.forecasters: dict[str, FieldForecaster] = {}
         self.likelihoods = tuple(AnomalyLikelihood() for _ in EVIDENCE)
+        self.relations = FieldRelations()
         self.since_anomaly = settings.alert_gap
         self.incident_open = False
         self.model = LocalModel(settings.learning_rate, settings.positive_weight)
@@ -200,6 +203,8 @@ class DeviceState:
         forecast, forecast_field, forecast_error = 0.0, "", 0.0
         spread, spread_field, spread_ratio = 0.0, "", 0.0
         level, level_field = 0.0, ""
+        many = len(reading.values) > 1
+        smoothed: list[float] = []
         for name, value in reading.values.items():
             window = self.windows.get(name)
             if window is None:
@@ -229,6 +234,9 @@ class DeviceState:
                     if (ratio if ratio >= 0.0 else -ratio) > spread:
                         spread, spread_field, spread_ratio = abs(ratio), name, ratio
             z_scores.append(z)
+            if field_warmed_up and many:
+                std = window.std
+                smoothed.append((forecaster.level - window.mean) / std if std > 0.0 else 0.0)
             z_changes.append(z - previous_z)
             windows.append(window)
             if abs(z) > abs(top_z) or not top_field:
@@ -239,16 +247,25 @@ class DeviceState:
             level = LEVEL_CAP
         priors = global_model.normal.evidence if global_model is not None else _NO_PRIORS
         prior_weight = settings.prior_weight
-        forecast_likelihood, spread_likelihood, level_likelihood = self.likelihoods
+        if many and len(smoothed) == len(z_scores):  # every field past its warm-up
+            names = list(reading.values)
+            relation, relation_index = self.relations.update(names, smoothed)
+            relation_field = names[relation_index] if relation_index >= 0 else ""
+        else:
+            relation, relation_field = 0.0, ""
+        forecast_likelihood, spread_likelihood, level_likelihood, relation_likelihood = self.likelihoods
         forecast_z, forecast_mean = forecast_likelihood.update(forecast, priors[0], prior_weight)
         spread_z, spread_mean = spread_likelihood.update(spread, priors[1], prior_weight)
         level_z, level_mean = level_likelihood.update(level, priors[2], prior_weight)
+        relation_z, relation_mean = relation_likelihood.update(relation, priors[3], prior_weight)
         if self.readings >= EVIDENCE_WARMUP:
-            self.round_moments.add((forecast_mean, spread_mean, level_mean))
+            self.round_moments.add((forecast_mean, spread_mean, level_mean, relation_mean))
         # The rarest evidence is the one furthest above its history: one tail to compute.
         rarest_z = forecast_z if forecast_z > spread_z else spread_z
         if level_z > rarest_z:
             rarest_z = level_z
+        if relation_z > rarest_z:
+            rarest_z = relation_z
         log_q = rarest(log_tail(rarest_z), len(EVIDENCE))
         score = score_of(log_q)
         if self.round_thresholds is not None:
@@ -286,9 +303,9 @@ class DeviceState:
             features, logit, model_score, global_score = None, 0.0, 0.5, None
         explanation = (
             _explanation(
-                (forecast_z, spread_z, level_z),
-                (forecast_field, spread_field, level_field),
-                (forecast_error, spread_ratio, level),
+                (forecast_z, spread_z, level_z, relation_z),
+                (forecast_field, spread_field, level_field, relation_field),
+                (forecast_error, spread_ratio, level, relation),
             )
             if is_anomaly
             else []

@@ -86,6 +86,11 @@ class FieldForecaster:
         levels[2] = _learn_seasonal(week, week_bin, levels[2], reading)
         return best if -RESIDUAL_CAP < best < RESIDUAL_CAP else math.copysign(RESIDUAL_CAP, best)
 
+    @property
+    def level(self) -> float:
+        """The smoothed level: the level forecaster's next forecast (NaN before a reading)."""
+        return self._level[0]
+
     def _judge(self, k: int, error: float, ready_at: int, best: float, best_spread: float) -> tuple[float, float]:
         """Update forecaster ``k``'s spread with ``error``; returns the best standardised error so far."""
         if error != error:  # no forecast yet

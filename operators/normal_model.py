@@ -16,12 +16,15 @@ from dataclasses import dataclass
 
 from operators.aggregation import fedavg
 
-EVIDENCE = ("forecast", "spread", "level")
+EVIDENCE = ("forecast", "spread", "level", "relation")
 """- ``forecast``: the largest |error| of a field's forecast, in that forecaster's error spreads;
 - ``spread``: the largest |log(short-window std / long-window std)| of a field (a noise burst,
   or a sensor that stopped moving);
 - ``level``: the largest |short-window mean − long-window mean| of a field, in long-window
-  stds (a level shift or a drift, for as long as the long window has not absorbed it)."""
+  stds (a level shift or a drift, for as long as the long window has not absorbed it);
+- ``relation``: on a device with several fields, the largest residual of a field's z-score
+  against the other fields' (a field that stopped moving with the others; see
+  :class:`operators.correlation.FieldRelations`)."""
 
 MEMORY_SAMPLES = 1_000_000
 """A new global model weighs the one before it as at most this many readings, so the fleet's

@@ -1,3 +1,4 @@
+import math
 import random
 
 import pytest
@@ -200,3 +201,20 @@ def test_a_label_trains_the_model_when_it_arrives_late():
     assert not device.model.trained  # two readings later the label is still on its way
     device.observe(reading(13, 10.0), settings, None)
     assert device.model.trained and device.model.parameters.weights["abs_z"] > 0  # the third brought it
+
+
+def test_a_field_that_stops_moving_with_the_others_is_flagged_by_the_relation():
+    settings = DetectionSettings()
+    device = DeviceState("d1", settings)
+    rng = random.Random(4)
+
+    def reading_at(t: int, against: bool = False) -> Telemetry:
+        load = math.sin(t / 40)
+        temperature = 50 + 5 * (-load if against else load) + rng.gauss(0, 0.3)
+        return Telemetry("d1", float(t), {"cpu": 40 + 10 * load + rng.gauss(0, 0.5), "temperature": temperature})
+
+    for t in range(800):
+        device.observe(reading_at(t), settings, None)
+    # the temperature now falls as the load rises: each field on its own stays in its range
+    broken = [device.observe(reading_at(t, against=True), settings, None)[0] for t in range(800, 860)]
+    assert any(d.is_anomaly and d.explanation[0]["evidence"] == "relation" for d in broken)

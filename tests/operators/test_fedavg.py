@@ -2,7 +2,7 @@ import pytest
 
 from operators.fedavg import FedAvgAggregator, GlobalModel, LocalUpdate, fedavg
 from operators.local_model import ModelParameters
-from operators.normal_model import Moments, NormalModel
+from operators.normal_model import EVIDENCE, Moments, NormalModel
 from operators.threshold import GRID
 
 
@@ -143,12 +143,13 @@ def test_an_aggregator_goes_on_from_a_newer_version_it_adopts():
 
 def test_the_fleets_normal_model_pools_the_rounds_moments():
     aggregator = FedAvgAggregator(every_updates=2)
-    a = NormalModel((Moments(100, 1.0, 2.0), Moments(100, 0.2, 0.05), Moments(100, 0.5, 0.5)))
-    b = NormalModel((Moments(300, 2.0, 5.0), Moments(300, 0.4, 0.25), Moments(300, 0.5, 0.5)))
+    rest = len(EVIDENCE) - 2  # the other evidence, alike in both
+    a = NormalModel((Moments(100, 1.0, 2.0), Moments(100, 0.2, 0.05), *(Moments(100, 0.5, 0.5),) * rest))
+    b = NormalModel((Moments(300, 2.0, 5.0), Moments(300, 0.4, 0.25), *(Moments(300, 0.5, 0.5),) * rest))
     aggregator.add(LocalUpdate("a", 1, 0, ZERO, ZERO, 100, 0, None, None, 0.0, normal=a))
     model = aggregator.add(LocalUpdate("b", 1, 0, ZERO, ZERO, 300, 0, None, None, 0.0, normal=b))
     # (100·1 + 300·2) / 400 = 1.75 and (100·2 + 300·5) / 400 = 4.25; (100·0.2 + 300·0.4) / 400 = 0.35
-    forecast, spread, _ = model.normal.evidence
+    forecast, spread, *_ = model.normal.evidence
     assert (forecast.samples, forecast.mean, forecast.second) == (400, 1.75, 4.25)
     assert spread.mean == pytest.approx(0.35)
     assert model.accuracy is None  # no labels behind it
