@@ -98,10 +98,8 @@ def series_rows(name: str, scores: Sequence[float], windows: Sequence[tuple[int,
             fp_value = 0.0
         else:
             tp_value = 0.0
-            if previous_end is None:
-                fp_value = -1.0
-            else:
-                fp_value = scaled_sigmoid(abs(previous_end - i) / (previous_width - 1.0))
+            # before the first window: the full cost; after one: less the closer to its end
+            fp_value = -1.0 if previous_end is None else scaled_sigmoid(abs(previous_end - i) / (previous_width - 1.0))
         if i < probation:
             continue
         rows.append(Row(score, (name, window_at) if inside else None, tp_value, fp_value))

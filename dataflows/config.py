@@ -146,8 +146,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Readings in the short window that level-shift and spread features compare with the long one.",
     ),
     Setting("FLEAD_WARMUP", "10", _positive_int, "Readings a field needs before its z-score counts."),
-    Setting("FLEAD_Z_WARNING", "2.5", _positive_float, "With `FLEAD_DETECTOR=z_rule`: |z| at or above this is a `warning`."),
-    Setting("FLEAD_Z_CRITICAL", "3.0", _positive_float, "With `FLEAD_DETECTOR=z_rule`: |z| at or above this is `critical`."),
+    Setting(
+        "FLEAD_Z_WARNING", "2.5", _positive_float, "With `FLEAD_DETECTOR=z_rule`: |z| at or above this is a `warning`."
+    ),
+    Setting(
+        "FLEAD_Z_CRITICAL", "3.0", _positive_float, "With `FLEAD_DETECTOR=z_rule`: |z| at or above this is `critical`."
+    ),
     Setting("FLEAD_ROUND_ROWS", "50", _positive_int, "A local round closes after this many readings..."),
     Setting(
         "FLEAD_ROUND_SECONDS", "60", _non_negative_float, "...or after this many seconds of event time (0 = rows only)."
@@ -178,7 +182,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Comma-separated telemetry fields; empty = every numeric field except the label.",
     ),
     Setting("FLEAD_SCORES", "false", _flag, "Also write `scores.jsonl`, one row per processed reading."),
-    Setting("FLEAD_LEARNING_RATE", "0.05", _positive_float, "SGD learning rate of the logistic models (they learn from labels)."),
+    Setting(
+        "FLEAD_LEARNING_RATE",
+        "0.05",
+        _positive_float,
+        "SGD learning rate of the logistic models (they learn from labels).",
+    ),
     Setting(
         "FLEAD_POSITIVE_WEIGHT",
         "5",

@@ -72,7 +72,7 @@ def test_the_calibrated_score_flags_a_spike_the_device_never_showed_and_explains
 def test_the_same_noise_in_other_units_gives_the_same_scores():
     settings = DetectionSettings()
     celsius, millikelvin = DeviceState("a", settings), DeviceState("b", settings)
-    values = noisy(500) + [26.0, 20.0, 20.5]
+    values = [*noisy(500), 26.0, 20.0, 20.5]
     a = [d.score for d, _ in feed(celsius, values, settings)]
     b = [d.score for d, _ in feed(millikelvin, [(v + 273.15) * 1000 for v in values], settings)]
     assert a == pytest.approx(b, abs=1e-6)
@@ -118,7 +118,7 @@ def test_a_new_device_is_calibrated_against_the_fleets_normal_model():
     fleet = pooled(u.normal for u in updates)
     model = GlobalModel(1, ModelParameters(), None, 1, len(updates), 1000, 0.0, normal=fleet)
     alone, joined = DeviceState("a", settings), DeviceState("b", settings)
-    values = noisy(40, seed=2) + [35.0]
+    values = [*noisy(40, seed=2), 35.0]
     # 40 readings: too few to calibrate on its own (the score stays at its neutral value) ...
     assert feed(alone, values, settings)[-1][0].score < 0.1
     # ... but against the fleet's normal model the spike is an anomaly from the start

@@ -1,6 +1,14 @@
 import pytest
 
-from operators.normal_model import EVIDENCE, MEMORY_SAMPLES, Moments, NormalModel, RoundMoments, next_normal_model, pooled
+from operators.normal_model import (
+    EVIDENCE,
+    MEMORY_SAMPLES,
+    Moments,
+    NormalModel,
+    RoundMoments,
+    next_normal_model,
+    pooled,
+)
 
 
 def test_a_rounds_moments_by_hand():
