@@ -218,3 +218,20 @@ def test_a_field_that_stops_moving_with_the_others_is_flagged_by_the_relation():
     # the temperature now falls as the load rises: each field on its own stays in its range
     broken = [device.observe(reading_at(t, against=True), settings, None)[0] for t in range(800, 860)]
     assert any(d.is_anomaly and d.explanation[0]["evidence"] == "relation" for d in broken)
+
+
+def test_a_device_survives_a_snapshot_and_goes_on_scoring_the_same():
+    import pickle
+
+    settings = DetectionSettings()
+    for fields in (1, 2):
+        device = DeviceState("d1", settings)
+        values = noisy(300)
+        for t, v in enumerate(values):
+            device.observe(Telemetry("d1", float(t), {f"f{i}": v + i for i in range(fields)}), settings, None)
+        copy = pickle.loads(pickle.dumps(device))
+        later = enumerate(noisy(50, 3))
+        after = [Telemetry("d1", 300.0 + t, {f"f{i}": v + i for i in range(fields)}) for t, v in later]
+        assert [copy.observe(r, settings, None)[0].score for r in after] == [
+            device.observe(r, settings, None)[0].score for r in after
+        ]
