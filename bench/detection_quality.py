@@ -239,6 +239,29 @@ FLEET_DECIDERS: dict[str, tuple[Callable[[dict], bool], Score]] = {
 }
 
 
+def false_alarms_by_device(rows: list[dict], truth: Truth) -> list[float]:
+    """Each device's false-alarm rate (flagged normal readings over its normal readings)."""
+    normal: dict[str, int] = {}
+    flagged: dict[str, int] = {}
+    for row in rows:
+        if not truth[(row["device_id"], row["timestamp"])]:
+            device = row["device_id"]
+            normal[device] = normal.get(device, 0) + 1
+            flagged[device] = flagged.get(device, 0) + row["is_anomaly"]
+    return sorted(flagged[device] / n for device, n in normal.items())
+
+
+def spread_line(rates: list[float]) -> str:
+    """The spread of the devices' false-alarm rates: does one threshold mean the same on every device?"""
+    if not rates:
+        return ""
+    median, p90, worst = rates[len(rates) // 2], rates[math.ceil(0.9 * len(rates)) - 1], rates[-1]  # nearest rank
+    return (
+        f"False-alarm rate of `is_anomaly` per device ({len(rates)} devices): "
+        f"median {median:.2%}, 90th percentile {p90:.2%}, highest {worst:.2%}."
+    )
+
+
 def fleet_table(runs: dict[str, list[dict]], truth: Truth) -> list[str]:
     lines = [
         "| decision | labels | flagged | precision | recall | F1 | false-alarm rate | ROC AUC | PR AUC |",
@@ -357,6 +380,8 @@ def main(argv: list[str] | None = None) -> None:
         ),
     }
     print("\n".join(fleet_table(runs, truth)))
+    print()
+    print(spread_line(false_alarms_by_device(runs["label-free"], truth)))
 
 
 if __name__ == "__main__":

@@ -219,7 +219,7 @@ SETTINGS: tuple[Setting, ...] = (
         "FLEAD_ALERT_GAP",
         "100",
         _non_negative_int,
-        "Readings after a device's alert in which its further anomalies belong to the same incident (no new alert).",
+        "A device's anomaly raises an alert only after this many readings without one (one alert per incident).",
     ),
     Setting(
         "FLEAD_NORMAL_PRIOR_READINGS",
@@ -366,7 +366,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     known = {setting.name for setting in SETTINGS}
     unknown = sorted(name for name in environ if name.startswith("FLEAD_") and name not in known)
     if unknown:
-        raise ConfigError(f"unknown setting {unknown[0]} (known: see README.md)")
+        raise ConfigError(f"unknown setting {unknown[0]} (known: see docs/operations.md)")
     raw: dict[str, Any] = {}
     for setting in SETTINGS:
         text = environ.get(setting.name, setting.default)
@@ -473,12 +473,13 @@ def start_or_exit(build: Callable[[Settings], Any]) -> Any:
 
 
 def settings_table() -> str:
-    """The README's table of settings, generated from :data:`SETTINGS` so the two cannot drift."""
+    """The table of settings in ``docs/operations.md``, generated from :data:`SETTINGS` so the two cannot drift."""
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
     for setting in SETTINGS:
         if setting.name == "FLEAD_INPUT":
             default = "bundled `data/nab`"
         else:
             default = f"`{setting.default}`" if setting.default else "(empty)"
-        rows.append(f"| `{setting.name}` | {default} | {setting.help} |")
+        text = setting.help.replace("|", "\\|")  # a table cell: |z| would end the cell
+        rows.append(f"| `{setting.name}` | {default} | {text} |")
     return "\n".join(rows)

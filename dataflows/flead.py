@@ -15,7 +15,7 @@
       ▼
     summary    totals, Prometheus counters, progress lines, summary.json
 
-Settings come from ``FLEAD_*`` environment variables (see README.md).
+Settings come from ``FLEAD_*`` environment variables (see docs/operations.md).
 """
 
 from __future__ import annotations

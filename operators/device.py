@@ -35,7 +35,7 @@ ready and the recent window full): only later ones count into the fleet's normal
 
 @dataclass(frozen=True)
 class DetectionSettings:
-    """The knobs of the device stage (see the README's table of ``FLEAD_*`` settings)."""
+    """The knobs of the device stage (see the table of ``FLEAD_*`` settings in docs/operations.md)."""
 
     window: int = 100
     short_window: int = 10
@@ -54,8 +54,8 @@ class DetectionSettings:
     """When above 0, FedAvg sets the threshold from the fleet's scores so that about this share
     of readings is flagged, and every device takes it with the global model."""
     alert_gap: int = 100
-    """Readings after an alert during which further flags of the device belong to the same
-    incident and raise no new alert."""
+    """Readings without an anomaly after which the device's next anomaly is a new incident's
+    alert; anomalies closer together belong to the same incident."""
     label_delay: int = 0
     """Readings between a reading and the arrival of its label (operator feedback is late)."""
     prior_weight: float = 300.0
@@ -87,7 +87,7 @@ class Detection:
     """The calibrated, label-free anomaly score in [0, 1]."""
     is_anomaly: bool
     alert: bool
-    """The first anomaly of an incident: flagged, and no alert in the last ``alert_gap`` readings."""
+    """The first anomaly of an incident: flagged, and no anomaly in the last ``alert_gap`` readings."""
     threshold: float
     """The score threshold in force for this reading."""
     model_score: float
@@ -175,8 +175,10 @@ class DeviceState:
         self.incident_open = False
         self.model = LocalModel(settings.learning_rate, settings.positive_weight)
         self.readings = 0
-        self.pending_labels: deque[tuple[int, dict[str, float], int]] = deque()
-        """Labels not yet arrived: (the reading count at which each arrives, features, label)."""
+        self.pending_labels: deque[tuple[int, dict[str, float], int]] | None = None
+        """Labels not yet arrived: (the reading count at which each arrives, features, label);
+        made with the first delayed label (an empty deque is 600 bytes, and most devices never
+        have a label)."""
         self.model_version = 0
         self.base_global_version = 0
         self.round_base = ModelParameters()  # what River's new model holds: no weights, intercept 0
@@ -328,14 +330,16 @@ class DeviceState:
         self.round_rows += 1
         self.round_last = timestamp
         self.readings += 1
-        pending = self.pending_labels
         label = reading.label
         if features is not None and label is not None:
             if settings.label_delay == 0:
                 # The model is unchanged since it scored the reading: the step reuses the logit.
                 self._learn(features, label, logit)
             else:
-                pending.append((self.readings + settings.label_delay, features, label))
+                if self.pending_labels is None:
+                    self.pending_labels = deque()
+                self.pending_labels.append((self.readings + settings.label_delay, features, label))
+        pending = self.pending_labels
         while pending and pending[0][0] <= self.readings:
             _, learned_features, label = pending.popleft()
             self._learn(learned_features, label)

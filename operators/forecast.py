@@ -43,7 +43,8 @@ class FieldForecaster:
     against its level, without a setting. The seasonal forecasters need the readings'
     timestamps and enough history; until then the level forecaster speaks.
 
-    The state is three small lists and two profiles (1.7 KiB), pickled as a tuple.
+    The state is three small lists and two single-precision profiles (about 1 KiB), pickled
+    as a tuple.
 
     Examples
     --------
@@ -61,8 +62,10 @@ class FieldForecaster:
         self._level = [nan, nan, nan]
         self._spread = [nan, nan, nan]
         self._count = [0, 0, 0]
-        self._day = array("d", (nan,) * DAY_BINS)
-        self._week = array("d", (nan,) * WEEK_BINS)
+        # Single precision: a profile holds deviations from the level, and 4 bytes a bin halve
+        # the largest part of a field's state.
+        self._day = array("f", (nan,) * DAY_BINS)
+        self._week = array("f", (nan,) * WEEK_BINS)
 
     def push(self, timestamp: float, reading: float) -> float:
         """The signed error of the forecaster with the smallest spread, in that spread (0 until one

@@ -127,6 +127,12 @@ CREATE TABLE IF NOT EXISTS dead_letters (
   payload text
 );
 CREATE INDEX IF NOT EXISTS dead_letters_received_at_idx ON dead_letters (received_at DESC);
+
+-- The calibrated score's columns, added to the tables of earlier builds too.
+ALTER TABLE local_models ADD COLUMN IF NOT EXISTS labelled integer;
+ALTER TABLE local_models ADD COLUMN IF NOT EXISTS normal_model jsonb;
+ALTER TABLE federated_models ADD COLUMN IF NOT EXISTS threshold double precision;
+ALTER TABLE federated_models ADD COLUMN IF NOT EXISTS normal_model jsonb;
 """
 
 

@@ -2,7 +2,16 @@ from pathlib import Path
 
 import pytest
 
-from bench.detection_quality import alert_score, average_precision, confusion, fleet_labels, main, roc_auc
+from bench.detection_quality import (
+    alert_score,
+    average_precision,
+    confusion,
+    false_alarms_by_device,
+    fleet_labels,
+    main,
+    roc_auc,
+    spread_line,
+)
 from bench.fleet import generate_fleet
 
 
@@ -47,7 +56,9 @@ def test_a_fleet_table_from_two_real_runs(tmp_path: Path, capsys: pytest.Capture
 
     main(["--fleet", str(path), "--label-delay", "20"])
 
-    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()[2:]]
+    printed = capsys.readouterr().out.splitlines()
+    rows = [line.split(" | ") for line in printed[2:] if line.startswith("|")]
+    assert printed[-1].startswith("False-alarm rate of `is_anomaly` per device (60 devices): median ")
     by_rule = {(row[0].lstrip("| "), row[1]): [cell.strip(" |") for cell in row[2:]] for row in rows}
     assert list(by_rule) == [
         ("FLEAD `is_anomaly` (calibrated score, incidents)", "none"),
@@ -59,3 +70,16 @@ def test_a_fleet_table_from_two_real_runs(tmp_path: Path, capsys: pytest.Capture
     # label-free, the calibrated score flags far fewer normal readings than the z-rule, and ranks better
     assert float(calibrated[4].rstrip("%")) < float(z_rule[4].rstrip("%")) / 2
     assert float(calibrated[5]) > float(z_rule[5])
+
+
+def test_false_alarms_are_counted_per_device_over_its_normal_readings() -> None:
+    truth = {("a", "1"): 0, ("a", "2"): 0, ("a", "3"): 1, ("b", "1"): 0, ("b", "2"): 0}
+    rows = [
+        {"device_id": "a", "timestamp": "1", "is_anomaly": True},
+        {"device_id": "a", "timestamp": "2", "is_anomaly": False},
+        {"device_id": "a", "timestamp": "3", "is_anomaly": True},  # a true anomaly: not a false alarm
+        {"device_id": "b", "timestamp": "1", "is_anomaly": False},
+        {"device_id": "b", "timestamp": "2", "is_anomaly": False},
+    ]
+    assert false_alarms_by_device(rows, truth) == [0.0, 0.5]
+    assert spread_line([0.0, 0.5]).endswith("median 50.00%, 90th percentile 50.00%, highest 50.00%.")

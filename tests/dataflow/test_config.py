@@ -4,7 +4,7 @@ import pytest
 
 from dataflows.config import BUNDLED_DATA, ConfigError, load_settings, settings_table
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 
 
 def test_defaults_replay_the_bundled_data():
@@ -47,8 +47,8 @@ def test_fields_are_a_comma_separated_list():
     assert load_settings({"FLEAD_FIELDS": "temp, rpm"}).limits.fields == frozenset({"temp", "rpm"})
 
 
-def test_the_readme_documents_every_setting_with_its_default():
-    assert settings_table() in README.read_text()
+def test_the_operations_guide_documents_every_setting_with_its_default():
+    assert settings_table() in OPERATIONS.read_text()
 
 
 def test_a_bad_setting_stops_the_real_command_with_a_message_naming_it(tmp_path):

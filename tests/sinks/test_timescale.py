@@ -44,7 +44,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "severity": "critical",
         "score": 0.81,
         "global_version": 3,
-        "explanation": [{"feature": "abs_z", "value": 3.42, "contribution": 1.2}],
+        "explanation": [{"evidence": "forecast", "field": "value", "value": 9.1, "log10_tail": -14.2}],
     },
     "local_models": {
         "device_id": "realKnownCause/ambient_temperature_system_failure",
@@ -53,8 +53,10 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "weights": {"abs_z": 0.1, "flat": 0.0},
         "intercept": -0.05,
         "samples_processed": 2,
+        "labelled": 2,
         "accuracy": 0.5,
         "loss": 0.687,
+        "normal_model": {"forecast": [2, 0.8, 0.7], "spread": [2, 0.2, 0.05], "level": [2, 0.4, 0.2]},
         "created_at": "2013-07-04T01:00:00.000Z",
     },
     "federated_models": {
@@ -66,6 +68,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "num_devices": 1,
         "num_updates": 20,
         "samples": 40,
+        "threshold": 0.5,
+        "normal_model": {"forecast": [40, 0.8, 0.7], "spread": [40, 0.2, 0.05], "level": [40, 0.4, 0.2]},
         "created_at": "2013-07-05T15:00:00.000Z",
     },
     "model_evaluations": {
