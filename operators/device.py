@@ -130,10 +130,14 @@ class DeviceState:
     """One device: per field a rolling window and a forecaster, the calibration of its evidence,
     its logistic model, and the round in progress.
 
-    Every reading gets a label-free score: each field's forecast error and change of spread
-    are the *evidence*; the largest of each kind goes through its own anomaly likelihood,
-    calibrated against the device's history and, while that is short, the fleet's normal
-    model; the rarest of the two (Šidák-corrected) is the score. A round starts from
+    Every reading gets a label-free score. Each field's forecast error, change of spread,
+    change of level and (with several fields) departure from the other fields are the
+    *evidence* (see :data:`operators.normal_model.EVIDENCE`); the largest of each kind goes
+    through its own anomaly likelihood, calibrated against the device's history and, while
+    that is short, the fleet's normal model; the rarest of the four (Šidák-corrected) is the
+    score. A reading at the threshold opens an incident, which stays open while the score
+    stays above the release level; its first anomaly after ``alert_gap`` quiet readings is an
+    alert. A round starts from
     the newest global model, collects the moments of the evidence for the fleet's normal
     model and, when labels arrive (``label_delay`` readings late), trains the logistic
     model on them; it closes after ``round_rows`` readings or ``round_seconds`` of event time

@@ -155,7 +155,8 @@ class LocalModel:
 
     @property
     def trained(self) -> bool:
-        """Whether the model has any weight yet (a new model, or a zero global model's copy, has none)."""
+        """Whether the model has any weight yet: a new model has none, nor a copy of a global
+        model that no label trained."""
         return bool(self._model._weights)
 
     @property
