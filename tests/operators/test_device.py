@@ -8,6 +8,7 @@ from operators.fedavg import GlobalModel
 from operators.local_model import ModelParameters
 from operators.messages import Telemetry
 from operators.normal_model import pooled
+from operators.threshold import GRID
 
 SETTINGS = DetectionSettings(window=20, short_window=5, warmup=5, round_rows=4, round_seconds=0)
 
@@ -235,3 +236,21 @@ def test_a_device_survives_a_snapshot_and_goes_on_scoring_the_same():
         assert [copy.observe(r, settings, None)[0].score for r in after] == [
             device.observe(r, settings, None)[0].score for r in after
         ]
+
+
+def test_with_a_target_rate_the_global_models_threshold_is_in_force():
+    targeted = DetectionSettings(target_false_alarm_rate=0.01)
+    model = GlobalModel(1, ModelParameters(), None, 1, 1, 1, 0.0, threshold=0.9)
+    device = DeviceState("d1", targeted)
+    assert device.observe(reading(0, 1.0), targeted, model)[0].threshold == 0.9
+    fixed = DetectionSettings()  # no target: the setting's threshold, whatever the model carries
+    assert DeviceState("d2", fixed).observe(reading(0, 1.0), fixed, model)[0].threshold == 0.5
+
+
+def test_with_a_target_rate_a_round_counts_its_scores_for_fedavg():
+    targeted = DetectionSettings(target_false_alarm_rate=0.01, round_rows=50, round_seconds=0)
+    device = DeviceState("d1", targeted)
+    update = next(u for _, u in feed(device, noisy(50), targeted) if u is not None)
+    samples, reached = update.threshold_counts
+    assert samples == 50 and len(reached) == len(GRID) and reached[0] <= 50
+    assert DeviceState("d2", SETTINGS).observe(reading(0, 1.0), SETTINGS, None)[1] is None
