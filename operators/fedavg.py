@@ -216,10 +216,8 @@ class FedAvgAggregator:
 
     def threshold(self) -> float:
         """The threshold the next version carries."""
-        if self.target_false_alarm_rate > 0 and self.threshold_totals is not None:
-            chosen = threshold_for_rate([self.threshold_totals], self.target_false_alarm_rate)
-            if chosen is not None:
-                return chosen
+        if self.target_false_alarm_rate > 0 and self.threshold_totals is not None and self.threshold_totals[0]:
+            return threshold_for_rate(*self.threshold_totals, self.target_false_alarm_rate)
         return self.score_threshold
 
     def _due(self, now: float) -> bool:

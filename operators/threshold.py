@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from operators.likelihood import SCORE_ROOT, threshold_of
 
@@ -63,22 +63,14 @@ class ThresholdCounts:
             reached[i] += 1
 
 
-def threshold_for_rate(counts: Iterable[tuple[int, Sequence[int]]], rate: float) -> float | None:
-    """The lowest grid threshold that flags at most ``rate`` of the scores counted, from
-    ``(samples, reached)`` pairs (``None`` before any score).
+def threshold_for_rate(samples: int, reached: Sequence[int], rate: float) -> float:
+    """The lowest grid threshold that at most ``rate`` of ``samples`` scores reached (``reached[i]``
+    of them reached ``GRID[i]``); the highest one when every threshold is reached more often.
 
-    >>> threshold_for_rate([(1000, [50, 9] + [0] * (len(GRID) - 2))], 0.01) == GRID[1]
+    >>> threshold_for_rate(1000, [50, 9] + [0] * (len(GRID) - 2), 0.01) == GRID[1]
     True
     """
-    total = 0
-    reached = [0] * len(GRID)
-    for samples, part in counts:
-        total += samples
-        for i, n in enumerate(part):
-            reached[i] += n
-    if total == 0:
-        return None
     for threshold, n in zip(GRID, reached, strict=True):
-        if n <= rate * total:
+        if n <= rate * samples:
             return threshold
     return GRID[-1]
