@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dataflows.replay_files import replay_files
+from instrumentation.masking import masked_pair
 from operators.device import DETECTORS, DetectionSettings
 from operators.messages import MessageLimits
 
@@ -96,22 +97,9 @@ def _kafka_config(text: str) -> dict[str, str]:
             continue
         key, separator, value = pair.partition("=")
         if not separator or not key.strip():
-            raise ValueError(f"expected key=value pairs separated by ';', got {redact_pair(pair)!r}")
+            raise ValueError(f"expected key=value pairs separated by ';', got {masked_pair(pair)!r}")
         config[key.strip()] = value.strip()
     return config
-
-
-SECRET_WORDS = ("password", "secret", "key", "token", "credential")
-
-
-def redact_pair(pair: str) -> str:
-    key, _, _ = pair.partition("=")
-    return f"{key.strip()}=***" if any(word in key.lower() for word in SECRET_WORDS) else pair.strip()
-
-
-def redacted(config: Mapping[str, str]) -> dict[str, str]:
-    """A librdkafka config fit for a log line: values of secret-looking keys masked."""
-    return {key: "***" if any(word in key.lower() for word in SECRET_WORDS) else value for key, value in config.items()}
 
 
 def _text(text: str) -> str:

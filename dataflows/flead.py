@@ -65,7 +65,7 @@ def build_flow(settings: Settings, continue_from: GlobalModel | None = None) -> 
 
     # Input: readings (grouped by shard), rejections, read counts, global models coming back.
     if settings.reads_kafka:
-        from dataflows.kafka_io import GlobalModelSource, TelemetrySource
+        from dataflows.kafka_sources import GlobalModelSource, TelemetrySource
 
         items = op.input("telemetry", flow, TelemetrySource(kafka, settings.limits, settings.batch_size))
     else:
@@ -225,7 +225,7 @@ def replay_source(settings: Settings) -> ReplaySource:
 def prepare(settings: Settings) -> None:
     """Start-up checks that must fail fast: brokers reachable, topics present, database schema."""
     if settings.kafka is not None:
-        from dataflows.kafka_io import check_brokers, ensure_topics
+        from dataflows.kafka_admin import check_brokers, ensure_topics
 
         ensure_topics(settings.kafka, check_brokers(settings.kafka))
     if settings.database is not None:
@@ -239,7 +239,7 @@ def earlier_global_model(settings: Settings) -> GlobalModel | None:
     (a replay starts its loopback afresh, or resumes it with its recovery state)."""
     if not settings.reads_kafka:
         return None
-    from dataflows.kafka_io import newest_global_model
+    from dataflows.kafka_admin import newest_global_model
 
     return newest_global_model(settings.kafka)
 

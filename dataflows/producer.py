@@ -24,7 +24,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.operators import StatefulBatchLogic
 
 from dataflows.config import ConfigError, Settings, start_or_exit
-from dataflows.kafka_io import check_brokers, ensure_topics
+from dataflows.kafka_admin import check_brokers, ensure_topics
 from dataflows.replay_files import read_replay
 from operators.messages import SINGLE_FIELD, MessageLimits, Telemetry, iso_timestamp
 from sinks.console import ReportSink

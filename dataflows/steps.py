@@ -10,6 +10,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from dataflows.snapshots import Snapshot, StoredSnapshot, thaw
 from dataflows.thread_state import hold_thread_state
+from instrumentation import metrics
 from operators.device import DetectionSettings
 from operators.evaluation import EvaluationAggregator
 from operators.fedavg import FedAvgAggregator, GlobalModel, LocalUpdate
@@ -17,7 +18,6 @@ from operators.messages import MessageLimits, RawMessage, Rejection, Telemetry
 from operators.run_totals import RunTotals, SourceProgress
 from operators.shard import ShardCounters, ShardResult, ShardState
 from operators.sharding import ShardBatch
-from sinks import metrics
 
 
 class ShardLogic(StatefulBatchLogic[ShardBatch | GlobalModel, ShardResult, Snapshot]):

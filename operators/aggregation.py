@@ -19,7 +19,7 @@ def fedavg(weights: Sequence[Sequence[float]], samples: Sequence[int]) -> list[f
         raise ValueError("the sample counts must add up to more than 0")
     dimension = len(weights[0])
     averaged = [0.0] * dimension
-    for vector, n in zip(weights, samples, strict=False):
+    for vector, n in zip(weights, samples, strict=True):
         if len(vector) != dimension:
             raise ValueError(f"weight vectors differ in length: {len(vector)} != {dimension}")
         for i, w in enumerate(vector):

@@ -166,7 +166,12 @@ class RollingStats:
         return tuple(getattr(self, name) for name in self.__slots__)
 
     def __setstate__(self, state: tuple) -> None:
-        for name, value in zip(self.__slots__, state, strict=False):
+        if len(state) != len(self.__slots__):
+            raise ValueError(
+                f"a RollingStats snapshot holds {len(self.__slots__)} values, this one {len(state)}:"
+                " it was written by another version of FLEAD"
+            )
+        for name, value in zip(self.__slots__, state, strict=True):
             setattr(self, name, value)
 
     def _resum(self) -> None:

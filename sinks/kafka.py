@@ -7,7 +7,7 @@ import logging
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, Message, Producer
 
-from sinks.metrics import SINK_ROWS_WRITTEN, SINK_WRITE_ERRORS, initialize_sink
+from instrumentation.metrics import SINK_ROWS_WRITTEN, SINK_WRITE_ERRORS, initialize_sink
 
 log = logging.getLogger("flead.kafka")
 

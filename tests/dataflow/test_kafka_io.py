@@ -3,7 +3,8 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException
 
-from dataflows.kafka_io import consumer_lag, retry_until_partitions_ready
+from dataflows.kafka_admin import retry_until_partitions_ready
+from dataflows.kafka_sources import consumer_lag
 
 
 def failing(codes: list[int], result: str = "read") -> tuple[list[int], Callable[[], str]]:

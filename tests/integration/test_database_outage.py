@@ -10,7 +10,7 @@ import time
 import orjson
 import pytest
 
-from sinks.timescale import TABLES, connect
+from sinks.database_schema import TABLES, connect
 from tests.flead_runs import REPO, environment, flead_command
 
 pytestmark = pytest.mark.integration

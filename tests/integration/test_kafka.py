@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from dataflows.config import KafkaSettings
-from dataflows.kafka_io import check_brokers, ensure_topics, newest_global_model
+from dataflows.kafka_admin import check_brokers, ensure_topics, newest_global_model
 from deploy.local.servers import KafkaServer, free_port
 from tests.flead_runs import REPO, comparable, environment, flead_command, run
 

@@ -79,6 +79,13 @@ def test_snapshot_is_the_ring_bytes_and_a_few_numbers():
     assert restored.push(3.0) == stats.push(3.0)
 
 
+@pytest.mark.parametrize("change", [lambda state: state[:-1], lambda state: (*state, 0)])
+def test_a_snapshot_of_another_shape_fails_when_it_is_unpickled(change):
+    stats = filled([1.0, 2.0, 4.0])
+    with pytest.raises(ValueError, match="another version"):
+        RollingStats.__new__(RollingStats).__setstate__(change(stats.__getstate__()))
+
+
 @pytest.mark.parametrize(("size", "short_size"), [(1, 1), (10, 0), (10, 11)])
 def test_bad_sizes_are_refused(size, short_size):
     with pytest.raises(ValueError, match="size"):

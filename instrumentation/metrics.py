@@ -72,7 +72,7 @@ class BatchHistogram:
         with self._lock:
             counts, total = list(self.counts), self.sum
         cumulative = list(accumulate(counts))
-        buckets = [(floatToGoString(bound), n) for bound, n in zip(self.bounds, cumulative, strict=False)]
+        buckets = [(floatToGoString(bound), n) for bound, n in zip(self.bounds, cumulative[:-1], strict=True)]
         buckets.append(("+Inf", cumulative[-1]))
         yield HistogramMetricFamily(self.name, self.documentation, buckets=buckets, sum_value=total)
 

@@ -1,7 +1,7 @@
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from sinks.metrics import BatchHistogram
+from instrumentation.metrics import BatchHistogram
 
 BUCKETS = (0.001, 0.01, 0.1, 1.0)
 VALUES = [0.0005, 0.001, 0.002, 0.01, 0.5, 1.0, 3.0, 0.05]

@@ -1,0 +1,285 @@
+"""The database's tables: their DDL, TimescaleDB hypertables and policies, and start-up.
+
+The same DDL serves plain PostgreSQL and TimescaleDB. With the ``timescaledb`` extension the
+tables become hypertables on their time column, compressed after ``FLEAD_DB_COMPRESS_AFTER``
+and dropped after ``FLEAD_DB_RETAIN_FOR``; without it they stay plain tables with time indexes.
+:func:`prepare_database` creates the schema at start-up, once per process.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass
+
+import psycopg
+
+from instrumentation.masking import masked_url
+
+log = logging.getLogger("flead.timescale")
+
+# The same DDL in both modes. A hypertable's unique keys must hold its time column, so the
+# keys of local_models and federated_models add theirs; it is the record's event time, the
+# same on every replay, so a replayed row still conflicts with the first insert.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS local_models (
+  device_id text NOT NULL,
+  model_version integer NOT NULL,
+  global_version integer,
+  weights jsonb,
+  intercept double precision,
+  samples_processed integer,
+  accuracy double precision,
+  loss double precision,
+  created_at timestamptz NOT NULL,
+  PRIMARY KEY (device_id, model_version, created_at)
+);
+CREATE INDEX IF NOT EXISTS local_models_created_at_idx ON local_models (created_at DESC);
+
+CREATE TABLE IF NOT EXISTS federated_models (
+  global_version integer NOT NULL,
+  aggregation_round integer,
+  weights jsonb,
+  intercept double precision,
+  accuracy double precision,
+  num_devices integer,
+  num_updates integer,
+  samples bigint,
+  created_at timestamptz NOT NULL,
+  PRIMARY KEY (global_version, created_at)
+);
+CREATE INDEX IF NOT EXISTS federated_models_created_at_idx ON federated_models (created_at DESC);
+
+CREATE TABLE IF NOT EXISTS model_evaluations (
+  global_version integer NOT NULL,
+  n bigint,
+  tp bigint,
+  fp bigint,
+  tn bigint,
+  fn bigint,
+  accuracy double precision,
+  "precision" double precision,
+  recall double precision,
+  f1 double precision,
+  window_start timestamptz NOT NULL,
+  window_end timestamptz,
+  PRIMARY KEY (global_version, window_start)
+);
+CREATE INDEX IF NOT EXISTS model_evaluations_window_start_idx ON model_evaluations (window_start DESC);
+
+CREATE TABLE IF NOT EXISTS anomalies (
+  device_id text NOT NULL,
+  "timestamp" timestamptz NOT NULL,
+  "values" jsonb,
+  field text,
+  z_score double precision,
+  severity text,
+  score double precision,
+  global_version integer,
+  explanation jsonb,
+  PRIMARY KEY (device_id, "timestamp")
+);
+CREATE INDEX IF NOT EXISTS anomalies_timestamp_idx ON anomalies ("timestamp" DESC);
+
+CREATE TABLE IF NOT EXISTS dead_letters (
+  id bigint NOT NULL PRIMARY KEY,
+  received_at timestamptz NOT NULL,
+  reason text,
+  detail text,
+  source text,
+  payload text
+);
+CREATE INDEX IF NOT EXISTS dead_letters_received_at_idx ON dead_letters (received_at DESC);
+
+-- The calibrated score's columns, added to the tables of earlier builds too.
+ALTER TABLE local_models ADD COLUMN IF NOT EXISTS labelled integer;
+ALTER TABLE local_models ADD COLUMN IF NOT EXISTS normal_model jsonb;
+ALTER TABLE federated_models ADD COLUMN IF NOT EXISTS threshold double precision;
+ALTER TABLE federated_models ADD COLUMN IF NOT EXISTS normal_model jsonb;
+"""
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    time_column: str
+    compression: str | None
+    """TimescaleDB compression settings (``ALTER TABLE … SET``); ``None``: a plain table in both modes."""
+
+    @property
+    def insert(self) -> str:
+        return (
+            f"INSERT INTO {self.name} SELECT * FROM json_populate_recordset(NULL::{self.name}, %s::json) "
+            "ON CONFLICT DO NOTHING"
+        )
+
+
+# Compression keeps the key columns in segmentby or orderby, which TimescaleDB advises for
+# unique constraints on compressed chunks.
+TABLES: dict[str, Table] = {
+    table.name: table
+    for table in (
+        Table(
+            "local_models",
+            "created_at",
+            "timescaledb.compress_segmentby = 'device_id', "
+            "timescaledb.compress_orderby = 'created_at DESC, model_version'",
+        ),
+        Table("federated_models", "created_at", "timescaledb.compress_orderby = 'created_at DESC, global_version'"),
+        Table(
+            "model_evaluations", "window_start", "timescaledb.compress_orderby = 'window_start DESC, global_version'"
+        ),
+        Table("anomalies", "timestamp", "timescaledb.compress_segmentby = 'device_id'"),
+        # A dead letter's arrival time differs on every replay, so a key holding it would not
+        # deduplicate: a plain table keyed by a hash of what was rejected, in both modes.
+        Table("dead_letters", "received_at", None),
+    )
+}
+
+# policy kind -> (the job's proc_name, its interval's key in the job config)
+_POLICIES = {"compression": ("policy_compression", "compress_after"), "retention": ("policy_retention", "drop_after")}
+_SCHEMA_LOCK = 0x464C454144  # "FLEAD": one process at a time creates the schema
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def connect(url: str, timeout: float = 5.0) -> psycopg.Connection:
+    """An autocommit connection that fails within ``timeout`` seconds if the server does not answer.
+
+    TCP keepalives and ``tcp_user_timeout`` turn a server that vanished mid-write (no RST)
+    into an error within about 30 s instead of a write that waits forever.
+    """
+    return psycopg.connect(
+        url,
+        autocommit=True,
+        connect_timeout=max(2, math.ceil(timeout)),  # libpq's minimum is 2 s
+        keepalives=1,
+        keepalives_idle=10,
+        keepalives_interval=5,
+        keepalives_count=3,
+        tcp_user_timeout=30_000,
+    )
+
+
+def ensure_schema(conn: psycopg.Connection, compress_after: str | None = None, retain_for: str | None = None) -> str:
+    """Create what is missing; returns the mode: ``"timescaledb"`` or ``"postgresql"``.
+
+    ``compress_after`` and ``retain_for`` are PostgreSQL intervals (``"7 days"``); ``None``
+    removes the policy. They are checked in both modes, so a bad value fails at start-up.
+    """
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+        for interval in (compress_after, retain_for):
+            if interval is not None:
+                conn.execute("SELECT %s::interval", (interval,))
+        timescale = _create_timescaledb(conn)
+        conn.execute(SCHEMA)
+        if timescale:
+            _make_hypertables(conn, compress_after, retain_for)
+    return "timescaledb" if timescale else "postgresql"
+
+
+def _create_timescaledb(conn: psycopg.Connection) -> bool:
+    """True when the extension is in this database, created now if the server has it."""
+    found = conn.execute("SELECT installed_version FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
+    if found is None:
+        return False
+    if found[0] is not None:
+        return True
+    try:
+        with conn.transaction():
+            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    except psycopg.Error as exc:  # not in shared_preload_libraries, or no privilege
+        log.warning("the server has timescaledb but it cannot be created here: %s", first_line(exc))
+        return False
+    return True
+
+
+def _make_hypertables(conn: psycopg.Connection, compress_after: str | None, retain_for: str | None) -> None:
+    new_api = conn.execute("SELECT EXISTS (SELECT FROM pg_proc WHERE proname = 'by_range')").fetchone()[0]
+    dimension = "by_range(%s::name)" if new_api else "%s::name"  # by_range: TimescaleDB >= 2.13
+    for table in TABLES.values():
+        if table.compression is None:
+            continue
+        # Our own time index exists already; migrate_data: the table may hold rows from plain mode.
+        conn.execute(
+            f"SELECT create_hypertable(%s::regclass, {dimension}, create_default_indexes => FALSE, "
+            "if_not_exists => TRUE, migrate_data => TRUE)",
+            (table.name, table.time_column),
+        )
+        if compress_after is not None:
+            enabled = conn.execute(
+                "SELECT compression_enabled FROM timescaledb_information.hypertables "
+                "WHERE hypertable_schema = current_schema() AND hypertable_name = %s",
+                (table.name,),
+            ).fetchone()
+            if not enabled[0]:  # changing the settings fails once chunks are compressed
+                conn.execute(f"ALTER TABLE {table.name} SET (timescaledb.compress, {table.compression})")
+        _set_policy(conn, table.name, "compression", compress_after)
+        _set_policy(conn, table.name, "retention", retain_for)
+
+
+def _set_policy(conn: psycopg.Connection, table: str, kind: str, interval: str | None) -> None:
+    """Make the table's policy of ``kind`` match ``interval`` (``None``: no policy).
+
+    A policy that already matches is left alone: re-adding it at every start-up would reset
+    its schedule, and a process restarting more often than the schedule would never run it.
+    """
+    proc, key = _POLICIES[kind]
+    current = conn.execute(
+        "SELECT config ->> %s FROM timescaledb_information.jobs "
+        "WHERE proc_name = %s AND hypertable_schema = current_schema() AND hypertable_name = %s",
+        (key, proc, table),
+    ).fetchone()
+    if current is not None:
+        same = "SELECT %s::interval = %s::interval"
+        if interval is not None and conn.execute(same, (current[0], interval)).fetchone()[0]:
+            return
+        conn.execute(f"SELECT remove_{kind}_policy(%s::regclass)", (table,))
+    if interval is not None:
+        conn.execute(f"SELECT add_{kind}_policy(%s::regclass, %s::interval)", (table, interval))
+
+
+_prepared: dict[str, str] = {}
+_prepared_lock = threading.Lock()
+
+
+def prepare_database(url: str, compress_after: str | None, retain_for: str | None, timeout: float = 5.0) -> str:
+    """Create the schema once per process and log the mode in one line; returns the mode.
+
+    Raises ``RuntimeError`` naming the URL without its password when the URL is malformed,
+    the database cannot be reached within ``timeout`` seconds, or the schema cannot be created.
+    """
+    with _prepared_lock:
+        if url in _prepared:
+            return _prepared[url]
+        try:
+            conn = connect(url, timeout)
+        except psycopg.ProgrammingError:  # libpq's message would quote the string, password and all
+            raise RuntimeError(
+                f"{masked_url(url)} is not a PostgreSQL URL (postgresql://user:password@host:port/database)"
+            ) from None
+        except psycopg.Error as exc:
+            raise RuntimeError(f"cannot reach the database {masked_url(url)}: {first_line(exc)}") from None
+        with conn:
+            try:
+                mode = ensure_schema(conn, compress_after, retain_for)
+            except psycopg.Error as exc:
+                raise RuntimeError(f"cannot prepare the database {masked_url(url)}: {first_line(exc)}") from None
+        _prepared[url] = mode
+        if mode == "timescaledb":
+            log.info(
+                "database %s: TimescaleDB hypertables (compression after %s, retention %s)",
+                masked_url(url),
+                compress_after or "never",
+                retain_for or "forever",
+            )
+        else:
+            log.info(
+                "database %s: plain PostgreSQL tables with time indexes (no timescaledb extension)", masked_url(url)
+            )
+        return mode
