@@ -125,7 +125,7 @@ SETTINGS: tuple[Setting, ...] = (
         _text,
         "What to read: a JSON Lines file, a CSV file, a directory of them (replay), or `kafka`.",
     ),
-    Setting("FLEAD_OUT_DIR", "flead-out", _text, "Where the JSON Lines outputs and `summary.json` go."),
+    Setting("FLEAD_OUT_DIR", "flead-out", _text, "Where the JSON Lines outputs, `summary.json` and `report.html` go."),
     Setting("FLEAD_WINDOW", "100", _positive_int, "Readings in each field's rolling window."),
     Setting(
         "FLEAD_SHORT_WINDOW",
@@ -170,6 +170,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Comma-separated telemetry fields; empty = every numeric field except the label.",
     ),
     Setting("FLEAD_SCORES", "false", _flag, "Also write `scores.jsonl`, one row per processed reading."),
+    Setting(
+        "FLEAD_REPORT_POINTS",
+        "100000",
+        _non_negative_int,
+        "A replay writes `report.html`, drawing up to this many readings over the fleet (at least 50 per "
+        "device; 0 = no report).",
+    ),
     Setting(
         "FLEAD_LEARNING_RATE",
         "0.05",
@@ -332,6 +339,7 @@ class Settings:
     fedavg_seconds: float
     shards: int
     scores: bool
+    report_points: int
     batch_size: int
     progress_seconds: float
     kafka: KafkaSettings | None
@@ -419,6 +427,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         fedavg_seconds=raw["FLEAD_FEDAVG_SECONDS"],
         shards=raw["FLEAD_SHARDS"],
         scores=raw["FLEAD_SCORES"],
+        report_points=raw["FLEAD_REPORT_POINTS"],
         batch_size=raw["FLEAD_BATCH_SIZE"],
         progress_seconds=raw["FLEAD_PROGRESS_SECONDS"],
         kafka=KafkaSettings(

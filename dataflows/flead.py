@@ -5,15 +5,16 @@
     telemetry: replay files | Kafka FLEAD_TOPIC_TELEMETRY
       │  parse + validate ──rejected──► dead letters (file, topic, table)
       ▼  key: crc32(device_id) % FLEAD_SHARDS     (Kafka, or one JSON Lines file: only the device id
-    devices    per shard: rolling z-score,         is read here; messages are parsed and validated
-               features, local River model,        in the shards, whose rejections join the dead
-               live evaluation                     letters)
+    devices    per shard, per device:              is read here; messages are parsed and validated
+               evidence, calibrated score,         in the shards, whose rejections join the dead
+               incidents; local River model;       letters)
+               live evaluation
       ├─► anomalies, scores                               (files, topic, table)
       ├─► local updates ─► fedavg ─► global models        (files, topics, tables)
       │                                 └─► loopback file | FLEAD_TOPIC_GLOBAL_MODELS ─► every shard
       ├─► closed evaluations (per global version) ─► evaluation ─► model evaluations
       ▼
-    summary    totals, Prometheus counters, progress lines, summary.json
+    summary    totals, Prometheus counters, progress lines, summary.json, report.html (replay)
 
 Settings come from ``FLEAD_*`` environment variables (see docs/operations.md).
 """
@@ -21,7 +22,7 @@ Settings come from ``FLEAD_*`` environment variables (see docs/operations.md).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import bytewax.operators as op
 import orjson
@@ -31,10 +32,11 @@ from dataflows.config import KafkaSettings, Settings, start_or_exit
 from dataflows.loopback import loopback_path
 from dataflows.sources import ReplaySource
 from dataflows.steps import EvaluationLogic, FedAvgLogic, ShardLogic, SummaryLogic
+from operators.device import Detection
 from operators.fedavg import GlobalModel
 from operators.messages import Rejection
 from operators.run_totals import SourceProgress
-from operators.shard import combined_counters
+from operators.shard import ShardResult, combined_counters
 from operators.sharding import ShardBatch, newest_to_every_shard, route_by_shard, shard_keys
 from sinks.console import ReportSink
 from sinks.jsonl import JsonLinesSink, Row, json_lines, reset_outputs
@@ -61,9 +63,95 @@ def build_flow(settings: Settings, continue_from: GlobalModel | None = None) -> 
     """The dataflow; ``continue_from`` is the newest global model made before this run, if any."""
     flow = Dataflow("flead")
     keys = shard_keys(settings.shards)
-    kafka = settings.kafka
+    report_points = 0 if settings.reads_kafka else settings.report_points
+    source = inputs(flow, settings, keys)
 
-    # Input: readings (grouped by shard), rejections, read counts, global models coming back.
+    # Device stage, keyed by shard; a global model goes to every shard.
+    keyed_batches = op.key_on("shard", source.shard_batches, lambda batch: batch.key)
+    keyed_models = op.flat_map_batch(
+        "to_every_shard", source.returned_models, lambda models: newest_to_every_shard(models, keys)
+    )
+    idle_seconds = settings.detection.round_seconds if settings.reads_kafka else None
+    shard_logic = ShardLogic.builder(
+        settings.detection, settings.scores, settings.limits, idle_seconds or None, report_points // settings.shards
+    )
+    results = op.key_rm(
+        "shard_results",
+        op.stateful_batch("devices", op.merge("device_input", keyed_batches, keyed_models), shard_logic),
+    )
+    # One item per worker and batch towards the single-key steps, rather than one per shard.
+    shard_counters = op.flat_map_batch(
+        "shard_counters", results, lambda batch: [combined_counters(result.counters for result in batch)]
+    )
+    rejected = op.merge(
+        "rejected", source.rejected, op.flat_map("rejected_in_shards", results, lambda result: result.rejections)
+    )
+    local_updates = op.flat_map_batch(
+        "local_updates", results, lambda batch: [updates] if (updates := [u for r in batch for u in r.updates]) else []
+    )
+
+    # FedAvg: one key, so one worker holds the federation's state.
+    fedavg = FedAvgLogic.builder(settings.fedavg_updates, settings.fedavg_seconds, settings.detection, continue_from)
+    global_models = op.key_rm(
+        "global_models",
+        op.stateful_batch("fedavg", op.key_on("federation", local_updates, lambda _: "federation"), fedavg),
+    )
+    if not settings.reads_kafka:
+        op.output("loopback", global_models, LoopbackSink(loopback_path(settings.out_dir)))
+
+    # Live evaluation of each global version on the labelled stream.
+    moves = op.filter("global_moves", shard_counters, lambda counters: bool(counters.moves))
+    evaluations = op.key_rm(
+        "evaluations",
+        op.stateful_batch(
+            "evaluation",
+            op.key_on("evaluation_key", moves, lambda _: "evaluation"),
+            EvaluationLogic.builder(settings.shards),
+        ),
+    )
+
+    # Results as (table, rows) to the JSON Lines files, the database and the Kafka topics.
+    table_rows = [
+        op.map("anomaly_rows", op.filter_map("anomalies", results, lambda r: r.anomalies or None), anomaly_rows),
+        op.map("local_model_rows", local_updates, lambda batch: ("local_models", [u.as_row() for u in batch])),
+        op.map("federated_model_rows", global_models, lambda m: ("federated_models", [m.as_row()])),
+        op.map("evaluation_rows", evaluations, lambda row: ("model_evaluations", [row])),
+        op.map("dead_letter_rows", rejected, lambda r: ("dead_letters", [r.as_row()])),
+    ]
+    if settings.scores:
+        table_rows.append(op.map("score_rows", results, score_rows))
+    outputs(settings, op.merge("all_rows", *table_rows))
+
+    # Totals, Prometheus counters, progress lines, summary.json and the run report.
+    summary_input = [source.read_progress, rejected, shard_counters, global_models]
+    if report_points:
+        summary_input += [op.filter_map("report_readings", results, lambda r: r.detections or None), evaluations]
+    reports = op.key_rm(
+        "reports",
+        op.stateful_batch(
+            "summary",
+            op.key_on("summary_key", op.merge("summary_input", *summary_input), lambda _: "summary"),
+            SummaryLogic.builder(settings.progress_seconds, report_points),
+        ),
+    )
+    op.output("console", reports, ReportSink(settings.out_dir / "summary.json"))
+    return flow
+
+
+class Inputs(NamedTuple):
+    shard_batches: Stream[ShardBatch]
+    """Readings grouped by shard."""
+    rejected: Stream[Rejection]
+    """Input that is not a valid reading, found at the source."""
+    read_progress: Stream[SourceProgress]
+    returned_models: Stream[GlobalModel]
+    """Global models coming back to the device stage."""
+
+
+def inputs(flow: Dataflow, settings: Settings, keys: list[str]) -> Inputs:
+    """Readings from the replay files or the telemetry topic; global models back through the
+    loopback file (replay) or their topic (Kafka)."""
+    kafka = settings.kafka
     if settings.reads_kafka:
         from dataflows.kafka_sources import GlobalModelSource, TelemetrySource
 
@@ -72,79 +160,21 @@ def build_flow(settings: Settings, continue_from: GlobalModel | None = None) -> 
         items = op.input("telemetry", flow, replay_source(settings))
     routed = op.flat_map_batch("by_shard", items, lambda batch: route_by_shard(batch, keys))
     split = op.branch("shard_batches_or_not", routed, lambda item: type(item) is ShardBatch)
-    shard_batches, others = split.trues, split.falses
-    rejected_at_source = of_type("rejected_at_source", others, Rejection)
-    read_progress = of_type("read_progress", others, SourceProgress)
+    others = split.falses
     if settings.reads_kafka:
         returned_models = op.input("global_models_in", flow, GlobalModelSource(kafka))
     else:
         returned_models = of_type("returned_models", others, GlobalModel)
-
-    # Device stage, keyed by shard; a global model goes to every shard.
-    keyed_batches = op.key_on("shard", shard_batches, lambda batch: batch.key)
-    keyed_models = op.flat_map_batch(
-        "to_every_shard", returned_models, lambda models: newest_to_every_shard(models, keys)
-    )
-    idle_seconds = settings.detection.round_seconds if settings.reads_kafka else None
-    results = op.key_rm(
-        "shard_results",
-        op.stateful_batch(
-            "devices",
-            op.merge("device_input", keyed_batches, keyed_models),
-            ShardLogic.builder(settings.detection, settings.scores, settings.limits, idle_seconds or None),
-        ),
-    )
-    # One item per worker and batch towards the single-key steps, rather than one per shard.
-    shard_counters = op.flat_map_batch(
-        "shard_counters", results, lambda batch: [combined_counters(result.counters for result in batch)]
-    )
-    rejected = op.merge(
-        "rejected", rejected_at_source, op.flat_map("rejected_in_shards", results, lambda result: result.rejections)
-    )
-    local_updates = op.flat_map_batch(
-        "local_updates", results, lambda batch: [updates] if (updates := [u for r in batch for u in r.updates]) else []
-    )
-    anomalies = op.filter_map("anomalies", results, lambda result: result.anomalies or None)
-
-    # FedAvg: one key, so one worker holds the federation's state.
-    global_models = op.key_rm(
-        "global_models",
-        op.stateful_batch(
-            "fedavg",
-            op.key_on("federation", local_updates, lambda _: "federation"),
-            FedAvgLogic.builder(settings.fedavg_updates, settings.fedavg_seconds, settings.detection, continue_from),
-        ),
-    )
-    if not settings.reads_kafka:
-        op.output("loopback", global_models, LoopbackSink(loopback_path(settings.out_dir)))
-
-    # Live evaluation of each global version on the labelled stream.
-    evaluations = op.key_rm(
-        "evaluations",
-        op.stateful_batch(
-            "evaluation",
-            op.key_on(
-                "evaluation_key",
-                op.filter("global_moves", shard_counters, lambda counters: bool(counters.moves)),
-                lambda _: "evaluation",
-            ),
-            EvaluationLogic.builder(settings.shards),
-        ),
+    return Inputs(
+        split.trues,
+        of_type("rejected_at_source", others, Rejection),
+        of_type("read_progress", others, SourceProgress),
+        returned_models,
     )
 
-    # Results as (table, rows): the JSON Lines files (replay), the database tables and the Kafka topics.
-    table_rows = [
-        op.map("anomaly_rows", anomalies, lambda batch: ("anomalies", [d.anomaly_row() for d in batch])),
-        op.map("local_model_rows", local_updates, lambda batch: ("local_models", [u.as_row() for u in batch])),
-        op.map("federated_model_rows", global_models, lambda m: ("federated_models", [m.as_row()])),
-        op.map("evaluation_rows", evaluations, lambda row: ("model_evaluations", [row])),
-        op.map("dead_letter_rows", rejected, lambda r: ("dead_letters", [r.as_row()])),
-    ]
-    if settings.scores:
-        table_rows.append(
-            op.map("score_rows", results, lambda result: ("scores", [d.score_row() for d in result.detections]))
-        )
-    rows = op.merge("all_rows", *table_rows)
+
+def outputs(settings: Settings, rows: Stream[tuple[str, list[Row]]]) -> None:
+    """``(table, rows)`` to the JSON Lines files (replay), the database and the Kafka topics, as set."""
     if not settings.reads_kafka:
         file_rows = op.map("file_rows", rows, lambda item: (f"{item[0]}.jsonl", json_lines(item[1])))
         op.output("jsonl", file_rows, JsonLinesSink(settings.out_dir, output_files(settings)))
@@ -160,26 +190,19 @@ def build_flow(settings: Settings, continue_from: GlobalModel | None = None) -> 
             retain_for=database.retain_for,
         )
         op.output("database", db_rows, sink)
-
-    # The same rows to Kafka topics, as JSON values keyed by device, version or source.
-    if kafka is not None:
+    if settings.kafka is not None:
         from sinks.kafka import KafkaTopicsSink
 
-        records = op.filter_map("kafka_records", rows, topic_records(kafka))
-        op.output("kafka", records, KafkaTopicsSink(kafka.client_config()))
+        records = op.filter_map("kafka_records", rows, topic_records(settings.kafka))
+        op.output("kafka", records, KafkaTopicsSink(settings.kafka.client_config()))
 
-    # Totals, Prometheus counters, progress and summary.
-    summary_input = op.merge("summary_input", read_progress, rejected, shard_counters, global_models)
-    reports = op.key_rm(
-        "reports",
-        op.stateful_batch(
-            "summary",
-            op.key_on("summary_key", summary_input, lambda _: "summary"),
-            SummaryLogic.builder(settings.progress_seconds),
-        ),
-    )
-    op.output("console", reports, ReportSink(settings.out_dir / "summary.json"))
-    return flow
+
+def anomaly_rows(anomalies: list[Detection]) -> tuple[str, list[Row]]:
+    return "anomalies", [detection.anomaly_row() for detection in anomalies]
+
+
+def score_rows(result: ShardResult) -> tuple[str, list[Row]]:
+    return "scores", [detection.score_row() for detection in result.detections]
 
 
 def topic_records(kafka: KafkaSettings) -> Callable[[tuple[str, list[Row]]], list[KafkaRecord] | None]:
@@ -207,7 +230,7 @@ def output_files(settings: Settings) -> list[str]:
 
 def replay_source(settings: Settings) -> ReplaySource:
     written = output_files(settings)
-    stale = ["summary.json", *(name for name in OUTPUT_FILES if name not in written)]
+    stale = ["summary.json", "report.html", *(name for name in OUTPUT_FILES if name not in written)]
 
     def fresh_start() -> None:
         reset_outputs(settings.out_dir, written, stale)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
-SNAPSHOT_FORMAT = 3
+SNAPSHOT_FORMAT = 4
 """The shape of the stateful steps' states. Raise it whenever one of their classes changes its
-fields (1: the builds before snapshots were tagged; 2: before the calibrated score's state)."""
+fields (1: the builds before snapshots were tagged; 2: before the calibrated score's state;
+3: before the run report's state)."""
 
 StoredSnapshot = tuple[int, bytes]
 """What a builder gets back from a recovery store: the format, and the state's pickle."""

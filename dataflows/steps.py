@@ -11,13 +11,14 @@ from bytewax.operators import StatefulBatchLogic
 from dataflows.snapshots import Snapshot, StoredSnapshot, thaw
 from dataflows.thread_state import hold_thread_state
 from instrumentation import metrics
-from operators.device import DetectionSettings
+from operators.device import Detection, DetectionSettings
 from operators.evaluation import EvaluationAggregator
 from operators.fedavg import FedAvgAggregator, GlobalModel, LocalUpdate
 from operators.messages import MessageLimits, RawMessage, Rejection, Telemetry
 from operators.run_totals import RunTotals, SourceProgress
 from operators.shard import ShardCounters, ShardResult, ShardState
 from operators.sharding import ShardBatch
+from report.collect import ReportCollector
 
 
 class ShardLogic(StatefulBatchLogic[ShardBatch | GlobalModel, ShardResult, Snapshot]):
@@ -33,10 +34,22 @@ class ShardLogic(StatefulBatchLogic[ShardBatch | GlobalModel, ShardResult, Snaps
         self.next_idle_check = time.time() + idle_seconds if idle_seconds else None
 
     @classmethod
-    def builder(cls, settings: DetectionSettings, emit_scores: bool, limits: MessageLimits, idle_seconds: float | None):
+    def builder(
+        cls,
+        settings: DetectionSettings,
+        emit_scores: bool,
+        limits: MessageLimits,
+        idle_seconds: float | None,
+        report_points: int = 0,
+    ):
+        """``report_points``: the shard's share of the readings the run report draws (0: no report)."""
+
         def build(resume: StoredSnapshot | None) -> ShardLogic:
             hold_thread_state()
-            state = thaw(resume, "shard") if resume is not None else ShardState(settings, emit_scores, limits)
+            if resume is not None:
+                state = thaw(resume, "shard")
+            else:
+                state = ShardState(settings, emit_scores, limits, report_points)
             return cls(state, idle_seconds)
 
         return build
@@ -133,22 +146,32 @@ class EvaluationLogic(StatefulBatchLogic[ShardCounters, dict[str, Any], Snapshot
         return Snapshot(self.aggregator)
 
 
-SummaryInput = SourceProgress | Rejection | ShardCounters | GlobalModel
+SummaryInput = SourceProgress | Rejection | ShardCounters | GlobalModel | list[Detection] | dict[str, Any]
+"""Read counts, rejections, shard counters, global models; and for the run report, the readings
+it may draw (lists of detections) and live evaluations (rows)."""
 
 
 class SummaryLogic(StatefulBatchLogic[SummaryInput, tuple[str, Any], Snapshot]):
-    """Adds up the run's totals; a progress line every few seconds, the summary at the end."""
+    """Adds up the run's totals; a progress line every few seconds, the summary at the end, and
+    with a report collector, the run report after it."""
 
-    def __init__(self, totals: RunTotals, progress_seconds: float) -> None:
+    def __init__(self, totals: RunTotals, collector: ReportCollector | None, progress_seconds: float) -> None:
         self.totals = totals
+        self.collector = collector
         self.progress_seconds = progress_seconds
         self.started = time.monotonic()
         self.next_progress = self._later()
 
     @classmethod
-    def builder(cls, progress_seconds: float):
+    def builder(cls, progress_seconds: float, report_points: int = 0):
+        """``report_points``: readings the run report draws over the fleet (0: no report)."""
+
         def build(resume: StoredSnapshot | None) -> SummaryLogic:
-            return cls(thaw(resume, "summary") if resume is not None else RunTotals(), progress_seconds)
+            if resume is not None:
+                totals, collector = thaw(resume, "summary")
+            else:
+                totals, collector = RunTotals(), ReportCollector(report_points) if report_points else None
+            return cls(totals, collector, progress_seconds)
 
         return build
 
@@ -158,11 +181,19 @@ class SummaryLogic(StatefulBatchLogic[SummaryInput, tuple[str, Any], Snapshot]):
         return datetime.now(UTC) + timedelta(seconds=self.progress_seconds)
 
     def on_batch(self, values: list[SummaryInput]) -> tuple[list[tuple[str, Any]], bool]:
-        totals = self.totals
+        totals, collector = self.totals, self.collector
         for item in values:
             if isinstance(item, ShardCounters):
                 totals.add_counters(item)
                 metrics.count_shard(item)
+                if collector is not None and item.readings_by_device:
+                    collector.add_readings(item.readings_by_device)
+            elif isinstance(item, list):
+                if collector is not None:
+                    collector.add_detections(item)
+            elif isinstance(item, dict):
+                if collector is not None:
+                    collector.add_evaluation(item)
             elif isinstance(item, SourceProgress):
                 totals.add_read(item)
                 metrics.count_read(item.rows_read)
@@ -172,6 +203,8 @@ class SummaryLogic(StatefulBatchLogic[SummaryInput, tuple[str, Any], Snapshot]):
             else:
                 totals.add_global(item)
                 metrics.record_global(item)
+                if collector is not None:
+                    collector.add_model(item)
         metrics.record_live_evaluation(totals.live_evaluation)
         return [], StatefulBatchLogic.RETAIN
 
@@ -186,7 +219,9 @@ class SummaryLogic(StatefulBatchLogic[SummaryInput, tuple[str, Any], Snapshot]):
     def on_eof(self) -> tuple[list[tuple[str, Any]], bool]:
         elapsed = time.monotonic() - self.started
         summary = {**self.totals.summary(), "seconds_since_first_rows": round(elapsed, 3)}
-        return [("summary", summary)], StatefulBatchLogic.RETAIN
+        if self.collector is None:
+            return [("summary", summary)], StatefulBatchLogic.RETAIN
+        return [("summary", summary), ("report", self.collector.report(summary))], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> Snapshot:
-        return Snapshot(self.totals)
+        return Snapshot((self.totals, self.collector))

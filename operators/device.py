@@ -95,6 +95,8 @@ class Detection:
     global_score: float | None
     global_version: int
     explanation: list[dict[str, Any]]
+    reading_index: int
+    """This reading's place in its device's stream, from 1."""
 
     def anomaly_row(self) -> dict[str, Any]:
         return {
@@ -329,6 +331,7 @@ class DeviceState:
             global_score,
             global_model.version if global_model is not None else 0,
             explanation,
+            self.readings + 1,
         )
 
         self.round_rows += 1

@@ -14,6 +14,7 @@ from operators.device import MODEL_THRESHOLD, Detection, DetectionSettings, Devi
 from operators.evaluation import FINISHED, ConfusionCounts
 from operators.fedavg import GlobalModel, LocalUpdate
 from operators.messages import MessageLimits, RawMessage, Rejection, Telemetry, decode_raw
+from operators.report_sampling import capacity_per_device, is_kept
 
 DECIDERS = ("z_rule", "local_model", "global_model", "is_anomaly")
 """The decisions whose quality against labels the run reports, side by side."""
@@ -35,6 +36,8 @@ class ShardCounters:
     """How many shards moved from one global version to another (0: none yet; ``FINISHED``:
     the input ended). A move past several versions at once is one entry, so a shard that
     skips versions costs nothing per version skipped."""
+    readings_by_device: dict[str, int] = field(default_factory=dict)
+    """Every device's count of readings, at the end of a bounded input, for the run report."""
 
     def move(self, old_version: int, new_version: int, counts: ConfusionCounts | None) -> None:
         """One shard moved on, with its final counts for the version it held, if any."""
@@ -53,6 +56,7 @@ class ShardCounters:
             self.closed_evaluations.setdefault(version, ConfusionCounts()).merge(counts)
         for move, n in other.moves.items():
             self.moves[move] = self.moves.get(move, 0) + n
+        self.readings_by_device.update(other.readings_by_device)
 
 
 def combined_counters(counters: Iterable[ShardCounters]) -> ShardCounters:
@@ -69,7 +73,8 @@ class ShardResult:
     """Everything one shard produced from one batch: one item downstream instead of many."""
 
     detections: list[Detection] = field(default_factory=list)
-    """The flagged readings, and every reading when scores are asked for."""
+    """The flagged readings; and every reading when scores are asked for, or the readings the
+    run report keeps (see ``operators/report_sampling.py``)."""
     updates: list[LocalUpdate] = field(default_factory=list)
     counters: ShardCounters = field(default_factory=ShardCounters)
     rejections: list[Rejection] = field(default_factory=list)
@@ -83,10 +88,18 @@ class ShardResult:
 class ShardState:
     """The devices of one shard, the newest global model it has, and live-evaluation counts."""
 
-    def __init__(self, settings: DetectionSettings, emit_scores: bool, limits: MessageLimits | None = None) -> None:
+    def __init__(
+        self,
+        settings: DetectionSettings,
+        emit_scores: bool,
+        limits: MessageLimits | None = None,
+        report_points: int = 0,
+    ) -> None:
+        """``report_points``: this shard's share of the readings the run report draws (0: no report)."""
         self.settings = settings
         self.emit_scores = emit_scores
         self.limits = limits if limits is not None else MessageLimits()
+        self.report_points = report_points
         self.devices: dict[str, DeviceState] = {}
         self.global_model: GlobalModel | None = None
         self.evaluation = ConfusionCounts()
@@ -105,6 +118,8 @@ class ShardState:
         z_warning = settings.z_warning
         detection_counts = counters.detection
         limits = self.limits
+        emit_all = self.emit_scores
+        report_capacity = capacity_per_device(self.report_points, len(self.devices)) if self.report_points else 0
         for item in batch:
             if type(item) is RawMessage:
                 item = decode_raw(item, limits)
@@ -123,7 +138,7 @@ class ShardState:
             if detection.is_anomaly:
                 counters.anomalies[detection.severity] = counters.anomalies.get(detection.severity, 0) + 1
                 detections.append(detection)
-            elif self.emit_scores:
+            elif emit_all or (report_capacity and is_kept(detection.reading_index, report_capacity)):
                 detections.append(detection)
             if update is not None:
                 updates.append(update)
@@ -175,6 +190,8 @@ class ShardState:
     def finish(self) -> ShardResult:
         """At the end of a bounded input: close the partial rounds still open and the evaluation."""
         result = self.close_rounds()
+        if self.report_points:
+            result.counters.readings_by_device = {key: device.readings for key, device in self.devices.items()}
         if self.global_version:
             result.counters.move(self.global_version, FINISHED, self._close_evaluation())
         return result

@@ -1,0 +1,34 @@
+"""Which readings the run report keeps: every reading of a short stream, an evenly spaced
+subset of a long one, chosen without knowing how long the stream will be.
+
+Reading ``n`` (from 1) of a device is kept while the device has at most ``capacity`` readings;
+after that every second, fourth, ... reading, the spacing a power of two that keeps at most
+``capacity`` of the first ``n``. As the spacing only doubles, every reading kept at the end
+was also kept when it arrived, so the shards can send the report a growing but bounded share
+of each stream and the report thins it further when the stream ends.
+
+>>> [n for n in range(1, 21) if is_kept(n, capacity=5)]
+[1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20]
+>>> [n for n in range(1, 21) if n % stride(20, capacity=5) == 0]
+[4, 8, 12, 16, 20]
+"""
+
+from __future__ import annotations
+
+MIN_POINTS_PER_DEVICE = 50
+"""However large the fleet, the report keeps at least this many readings of every device."""
+
+
+def stride(readings: int, capacity: int) -> int:
+    """The spacing, a power of two, that keeps at most ``capacity`` of ``readings`` readings."""
+    return 1 if readings <= capacity else 1 << ((readings - 1) // capacity).bit_length()
+
+
+def is_kept(index: int, capacity: int) -> bool:
+    """Whether reading ``index`` (from 1) is kept when it arrives."""
+    return index <= capacity or index % stride(index, capacity) == 0
+
+
+def capacity_per_device(points: int, devices: int) -> int:
+    """Readings per device when ``points`` are shared by ``devices`` devices."""
+    return max(MIN_POINTS_PER_DEVICE, points // max(1, devices))

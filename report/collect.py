@@ -1,0 +1,121 @@
+"""What the run report shows, gathered while the run goes on, in a bounded amount of memory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from operators.device import Detection
+from operators.fedavg import GlobalModel
+from operators.report_sampling import capacity_per_device, stride
+from report.data import AnomalyMark, DeviceTrace, ModelVersion, RunReport
+
+Point = tuple[int, float, dict[str, float], float]
+"""``(reading index, event time, values, score)``."""
+
+
+@dataclass(slots=True)
+class _DeviceTrail:
+    points: list[Point] = field(default_factory=list)
+    marks: list[AnomalyMark] = field(default_factory=list)
+    anomalies_by_severity: dict[str, int] = field(default_factory=dict)
+    last_index: int = 0
+    readings: int = 0
+    """Every reading of the device, once the shards have counted them at the end of the input."""
+
+
+class ReportCollector:
+    """Readings, anomalies, global versions and evaluations for ``report.html``.
+
+    ``points`` bounds the readings kept over the whole fleet (``FLEAD_REPORT_POINTS``); every
+    device keeps at least ``MIN_POINTS_PER_DEVICE`` of them, and as many anomaly marks as
+    readings (the alerts among them always). The shards send the readings the report may keep
+    (``operators/report_sampling.py``); this thins them as devices arrive and streams grow.
+    """
+
+    def __init__(self, points: int) -> None:
+        if points <= 0:
+            raise ValueError(f"points must be above 0, got {points}")
+        self.points = points
+        self.devices: dict[str, _DeviceTrail] = {}
+        self.models: list[ModelVersion] = []
+        self.evaluations: list[dict[str, Any]] = []
+
+    @property
+    def capacity(self) -> int:
+        """Readings each device keeps now."""
+        return capacity_per_device(self.points, len(self.devices))
+
+    def add_detections(self, detections: list[Detection]) -> None:
+        devices = self.devices
+        for detection in detections:
+            reading = detection.reading
+            trail = devices.get(reading.device_id)
+            if trail is None:
+                trail = devices[reading.device_id] = _DeviceTrail()
+            trail.points.append((detection.reading_index, reading.timestamp, reading.values, detection.score))
+            trail.last_index = detection.reading_index
+            if detection.is_anomaly:
+                severity = detection.severity or "warning"
+                trail.anomalies_by_severity[severity] = trail.anomalies_by_severity.get(severity, 0) + 1
+                value = reading.values.get(detection.field, next(iter(reading.values.values())))
+                trail.marks.append(
+                    AnomalyMark(reading.timestamp, detection.field, value, severity, detection.score, detection.alert)
+                )
+            capacity = self.capacity
+            if len(trail.points) > 2 * capacity:
+                trail.points = _thinned(trail.points, stride(trail.last_index, capacity))
+            if len(trail.marks) > 2 * capacity:
+                trail.marks = _fewer_marks(trail.marks)
+
+    def add_readings(self, readings_by_device: dict[str, int]) -> None:
+        """Each device's count of readings, from the shards at the end of the input."""
+        for device_id, readings in readings_by_device.items():
+            trail = self.devices.setdefault(device_id, _DeviceTrail())
+            trail.readings = max(trail.readings, readings)
+
+    def add_model(self, model: GlobalModel) -> None:
+        self.models.append(
+            ModelVersion(
+                model.version, model.timestamp, model.threshold, model.accuracy, model.num_devices, model.samples
+            )
+        )
+
+    def add_evaluation(self, row: dict[str, Any]) -> None:
+        self.evaluations.append(row)
+
+    def report(self, summary: dict[str, Any]) -> RunReport:
+        capacity = self.capacity
+        traces = [_trace(device_id, trail, capacity) for device_id, trail in self.devices.items()]
+        traces.sort(key=lambda trace: (-trace.anomaly_count, trace.device_id))
+        return RunReport(
+            summary=summary,
+            devices=traces,
+            models=sorted(self.models, key=lambda model: model.version),
+            evaluations=sorted(self.evaluations, key=lambda row: (row["global_version"], row["window_start"])),
+        )
+
+
+def _fewer_marks(marks: list[AnomalyMark]) -> list[AnomalyMark]:
+    """Every other mark, the alerts kept while they fit in half of them."""
+    fewer = [mark for i, mark in enumerate(marks) if mark.alert or i % 2 == 0]
+    return fewer if len(fewer) <= 3 * len(marks) // 4 else marks[::2]
+
+
+def _thinned(points: list[Point], spacing: int) -> list[Point]:
+    return [point for point in points if point[0] % spacing == 0]
+
+
+def _trace(device_id: str, trail: _DeviceTrail, capacity: int) -> DeviceTrace:
+    readings = max(trail.readings, trail.last_index)
+    points = _thinned(trail.points, stride(readings, capacity))
+    fields = list(dict.fromkeys(name for _, _, values, _ in points for name in values))
+    return DeviceTrace(
+        device_id=device_id,
+        readings=readings,
+        anomalies_by_severity=dict(sorted(trail.anomalies_by_severity.items())),
+        times=[time for _, time, _, _ in points],
+        values={name: [values.get(name) for _, _, values, _ in points] for name in fields},
+        scores=[score for _, _, _, score in points],
+        anomalies=trail.marks,
+    )

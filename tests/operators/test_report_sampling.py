@@ -1,0 +1,27 @@
+import pytest
+
+from operators.report_sampling import MIN_POINTS_PER_DEVICE, capacity_per_device, is_kept, stride
+
+
+@pytest.mark.parametrize("capacity", [1, 3, 50, 64])
+def test_the_readings_kept_on_arrival_hold_every_reading_the_final_spacing_keeps(capacity):
+    for readings in range(1, 2_000, 37):
+        spacing = stride(readings, capacity)
+        final = [n for n in range(1, readings + 1) if n % spacing == 0]
+        assert all(is_kept(n, capacity) for n in final), (capacity, readings)
+        assert len(final) <= capacity or spacing == 1
+
+
+def test_a_long_stream_keeps_about_capacity_times_its_doublings_on_arrival():
+    kept = sum(is_kept(n, 100) for n in range(1, 100 * 64 + 1))
+    assert kept == 100 + 50 * 6  # all of the first 100; then 50 in each of the 6 doublings up to 6,400
+
+
+def test_the_spacing_is_the_smallest_power_of_two_that_keeps_at_most_capacity():
+    assert [stride(n, 10) for n in (1, 10, 11, 20, 21, 40, 41)] == [1, 1, 2, 2, 4, 4, 8]
+
+
+def test_a_large_fleet_still_gets_the_minimum_per_device():
+    assert capacity_per_device(100_000, 13) == 7_692
+    assert capacity_per_device(100_000, 1_000_000) == MIN_POINTS_PER_DEVICE
+    assert capacity_per_device(100_000, 0) == 100_000

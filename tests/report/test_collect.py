@@ -1,0 +1,140 @@
+"""What the run report gathers: every device, its readings thinned evenly, exact counts."""
+
+import pickle
+import random
+
+import pytest
+
+from operators.device import DetectionSettings
+from operators.fedavg import GlobalModel
+from operators.local_model import ModelParameters
+from operators.messages import Telemetry
+from operators.report_sampling import MIN_POINTS_PER_DEVICE
+from operators.shard import ShardState
+from report.collect import ReportCollector
+
+SETTINGS = DetectionSettings(window=20, short_window=5, warmup=5, round_rows=50, round_seconds=0)
+
+
+def noisy(device: str, n: int, spike_at: tuple[int, ...] = (), seed: int = 3) -> list[Telemetry]:
+    rng = random.Random(seed)
+    return [
+        Telemetry(device, 1_000.0 + 60 * i, {"value": (400.0 if i in spike_at else 0.0) + rng.gauss(10, 1)})
+        for i in range(n)
+    ]
+
+
+def test_a_shard_sends_the_report_every_reading_of_a_short_stream_and_a_share_of_a_long_one():
+    shard = ShardState(SETTINGS, emit_scores=False, report_points=100)
+    short = shard.process(noisy("a", 60))
+    assert [d.reading_index for d in short.detections] == list(range(1, 61))
+    long = shard.process(noisy("a", 2_000)[60:])
+    # one device, capacity 100: spacing 2 up to 200, 4 up to 400, ... 32 up to 3,200
+    expected = [n for n in range(61, 2_001) if n <= 100 or n % (1 << ((n - 1) // 100).bit_length()) == 0]
+    assert [d.reading_index for d in long.detections if not d.is_anomaly] == [
+        n for n in expected if n not in {d.reading_index for d in long.anomalies}
+    ]
+    assert len(long.detections) < 2_000 // 4
+
+
+def test_without_a_report_a_shard_sends_only_its_anomalies():
+    result = ShardState(SETTINGS, emit_scores=False).process(noisy("a", 600, spike_at=(500,)))
+    assert result.detections == result.anomalies != []
+
+
+def test_at_the_end_the_shard_counts_every_devices_readings_for_the_report():
+    shard = ShardState(SETTINGS, emit_scores=False, report_points=100)
+    shard.process(noisy("a", 300) + noisy("b", 7))
+    assert shard.finish().counters.readings_by_device == {"a": 300, "b": 7}
+    assert ShardState(SETTINGS, emit_scores=False).finish().counters.readings_by_device == {}
+
+
+def collected(points: int, streams: dict[str, list[Telemetry]], sent: list | None = None) -> ReportCollector:
+    """What a collector gathers from one shard; ``sent`` receives every detection the shard sent it."""
+    shard = ShardState(SETTINGS, emit_scores=False, report_points=points)
+    collector = ReportCollector(points)
+    for readings in streams.values():
+        for start in range(0, len(readings), 250):
+            detections = shard.process(readings[start : start + 250]).detections
+            collector.add_detections(detections)
+            if sent is not None:
+                sent.extend(detections)
+    collector.add_readings(shard.finish().counters.readings_by_device)
+    return collector
+
+
+def test_the_report_lists_every_device_the_most_anomalies_first_with_exact_counts():
+    streams = {"quiet": noisy("quiet", 700), "spiky": noisy("spiky", 700, spike_at=(400,), seed=4)}
+    sent: list = []
+    report = collected(10_000, streams, sent).report({"rows_read": 1_400})
+    assert [trace.device_id for trace in report.devices] == ["spiky", "quiet"]
+    spiky, quiet = report.devices
+    assert (spiky.readings, quiet.readings) == (700, 700)
+    flagged = [d for d in sent if d.is_anomaly and d.reading.device_id == "spiky"]
+    assert 1_000 + 60 * 400 in {d.reading.timestamp for d in flagged}
+    assert [(m.time, m.severity, m.score, m.alert) for m in spiky.anomalies] == [
+        (d.reading.timestamp, d.severity, d.score, d.alert) for d in flagged
+    ]
+    assert spiky.anomaly_count == len(flagged)
+    assert spiky.anomalies[0].alert
+    assert len(spiky.times) == 700  # a short stream: every reading
+    assert report.summary == {"rows_read": 1_400}
+
+
+def test_a_long_stream_is_drawn_with_evenly_spaced_readings_within_its_share():
+    report = collected(200, {"a": noisy("a", 5_000), "b": noisy("b", 5_000, seed=9)}).report({})
+    for trace in report.devices:
+        assert MIN_POINTS_PER_DEVICE <= len(trace.times) <= 100
+        gaps = {round(b - a) for a, b in zip(trace.times, trace.times[1:], strict=False)}
+        assert gaps == {60 * 64}  # 5,000 readings in at most 100: every 64th, one minute apart
+        assert len(trace.scores) == len(trace.values["value"]) == len(trace.times)
+        assert trace.readings == 5_000
+
+
+def test_global_versions_and_evaluations_come_out_in_order():
+    collector = ReportCollector(1_000)
+    for version in (3, 1, 2):
+        collector.add_model(
+            GlobalModel(version, ModelParameters({}, 0.0), None, 2, 4, 80, 60.0 * version, threshold=0.5)
+        )
+    collector.add_evaluation({"global_version": 2, "window_start": "2024-01-01T00:00:00.000Z", "f1": 0.5})
+    collector.add_evaluation({"global_version": 1, "window_start": "2024-01-01T00:00:00.000Z", "f1": 0.25})
+    report = collector.report({})
+    assert [(m.version, m.created_at, m.threshold, m.samples) for m in report.models] == [
+        (1, 60.0, 0.5, 80),
+        (2, 120.0, 0.5, 80),
+        (3, 180.0, 0.5, 80),
+    ]
+    assert [row["f1"] for row in report.evaluations] == [0.25, 0.5]
+
+
+@pytest.mark.parametrize("alert_gap", [4, 1])  # 29 alerts, all kept; 698, too many to keep
+def test_a_device_with_very_many_anomalies_keeps_a_bounded_number_of_marks_and_the_alerts_that_fit(alert_gap):
+    # the z rule at |z| >= 0.5 flags about 60 % of Gaussian noise
+    settings = DetectionSettings(
+        window=20,
+        short_window=5,
+        warmup=5,
+        round_rows=50,
+        round_seconds=0,
+        detector="z_rule",
+        z_warning=0.5,
+        alert_gap=alert_gap,
+    )
+    shard = ShardState(settings, emit_scores=False, report_points=MIN_POINTS_PER_DEVICE)
+    collector = ReportCollector(MIN_POINTS_PER_DEVICE)
+    stream = noisy("d", 3_000)
+    detections = [d for start in range(0, 3_000, 100) for d in shard.process(stream[start : start + 100]).detections]
+    collector.add_detections(detections)
+    (trace,) = collector.report({}).devices
+    assert trace.anomaly_count == sum(d.is_anomaly for d in detections) > 4 * MIN_POINTS_PER_DEVICE
+    assert len(trace.anomalies) <= 2 * MIN_POINTS_PER_DEVICE
+    alerts = sum(d.alert for d in detections)
+    if alerts < MIN_POINTS_PER_DEVICE:
+        assert sum(mark.alert for mark in trace.anomalies) == alerts
+
+
+def test_the_collector_resumes_from_its_snapshot_with_the_same_report():
+    collector = collected(300, {"a": noisy("a", 900, spike_at=(700,))})
+    restored = pickle.loads(pickle.dumps(collector))
+    assert restored.report({}) == collector.report({})
