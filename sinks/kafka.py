@@ -19,9 +19,51 @@ class UndeliveredMessages(RuntimeError):
     """Messages the broker did not take, in a dataflow that must not go on without them."""
 
 
+def _whole_number(value: str) -> int | None:
+    try:
+        return int(value)
+    except ValueError:
+        return None  # librdkafka will say what is wrong with it
+
+
+_SETTINGS_IDEMPOTENCE_NEEDS = {
+    # a librdkafka setting and its alias: whether a value lets the producer be idempotent
+    ("acks", "request.required.acks"): lambda value: value.strip().lower() in ("all", "-1"),
+    ("max.in.flight", "max.in.flight.requests.per.connection"): lambda value: 1 <= (_whole_number(value) or 0) <= 5,
+    ("retries", "message.send.max.retries"): lambda value: (_whole_number(value) or 0) > 0,
+}
+
+
+def producer_config(config: dict[str, str]) -> dict[str, str]:
+    """The librdkafka settings of FLEAD's producers: ``config`` (the brokers and FLEAD_KAFKA_CONFIG)
+    over FLEAD's defaults, a 2 ms linger and ``enable.idempotence=true``.
+
+    librdkafka retries a produce request whose answer did not come (a broker that hangs, a
+    connection that drops); without idempotence the retry can write the message a second time,
+    and nothing reports it. An idempotent producer numbers its messages and the broker keeps
+    one copy of each. Idempotence needs ``acks=all``, at most 5 requests in flight and retries
+    (librdkafka sets them so; it refuses to start with other values): a FLEAD_KAFKA_CONFIG that
+    asks for other values, or sets ``enable.idempotence`` itself, decides.
+
+    >>> producer_config({"bootstrap.servers": "kafka:9092"})["enable.idempotence"]
+    'true'
+    >>> "enable.idempotence" in producer_config({"bootstrap.servers": "kafka:9092", "acks": "1"})
+    False
+    """
+    settings = {"linger.ms": "2", **config}
+    if "enable.idempotence" in settings:
+        return settings
+    for names, allows in _SETTINGS_IDEMPOTENCE_NEEDS.items():
+        for name in names:
+            if name in settings and not allows(str(settings[name])):
+                log.info("Kafka producer without idempotence: FLEAD_KAFKA_CONFIG sets %s=%s", name, settings[name])
+                return settings
+    return {**settings, "enable.idempotence": "true"}
+
+
 class _KafkaPartition(StatelessSinkPartition[list[KafkaRecord]]):
     def __init__(self, config: dict[str, str], flush_seconds: float, stop_on_loss: bool) -> None:
-        self._producer = Producer({"linger.ms": "2", **config})
+        self._producer = Producer(producer_config(config))
         self._flush_seconds = flush_seconds
         self._stop_on_loss = stop_on_loss
         self._stopping = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import orjson
@@ -45,9 +46,22 @@ def run(input_path: Path, out_dir: Path, *args: str, **extra: str) -> dict:
     return orjson.loads((out_dir / "summary.json").read_bytes())
 
 
-def anomaly_keys(out_dir: Path) -> set[tuple[str, str, str, float]]:
+def anomaly_keys(out_dir: Path) -> Counter[tuple[str, str, str, float]]:
+    """How many times each anomaly (device, time, severity, score) is in a run's output: a
+    count, not a set, so that an anomaly written twice differs from one written once."""
     rows = (orjson.loads(line) for line in (out_dir / "anomalies.jsonl").read_bytes().splitlines())
-    return {(row["device_id"], row["timestamp"], row["severity"], row["score"]) for row in rows}
+    return Counter((row["device_id"], row["timestamp"], row["severity"], row["score"]) for row in rows)
+
+
+def assert_same_anomalies(out_dir: Path, reference_out: Path) -> None:
+    """The run in ``out_dir`` wrote exactly the reference run's anomalies, each as often; the
+    reference has some (two empty outputs would be "the same")."""
+    reference = anomaly_keys(reference_out)
+    assert reference, f"the reference run in {reference_out} wrote no anomalies: the comparison would prove nothing"
+    found = anomaly_keys(out_dir)
+    assert found == reference, (
+        f"missing: {list((reference - found).items())[:5]}, extra or repeated: {list((found - reference).items())[:5]}"
+    )
 
 
 def comparable(summary: dict) -> dict:

@@ -1,4 +1,5 @@
-"""The same replay with more workers, more processes, and an abort + resume gives the same counts."""
+"""The same replay with more workers, more processes, and an abort + resume gives the same counts
+and the same anomalies, each as many times."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import orjson
 import pytest
 
 from deploy.local.servers import free_port
-from tests.flead_runs import REPO, anomaly_keys, comparable, environment, flead_command, run
+from tests.flead_runs import REPO, assert_same_anomalies, comparable, environment, flead_command, run
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def test_two_workers_in_one_process(nab_sample, one_worker, tmp_path):
     reference_out, reference = one_worker
     summary = run(nab_sample, tmp_path, "-w", "2")
     assert comparable(summary) == comparable(reference)
-    assert anomaly_keys(tmp_path) == anomaly_keys(reference_out)
+    assert_same_anomalies(tmp_path, reference_out)
 
 
 def test_two_processes_on_localhost(nab_sample, one_worker, tmp_path):
@@ -47,7 +48,7 @@ def test_two_processes_on_localhost(nab_sample, one_worker, tmp_path):
         assert process.wait(timeout=300) == 0, process.stdout.read().decode()[-2000:]
     summary = orjson.loads((tmp_path / "summary.json").read_bytes())
     assert comparable(summary) == comparable(reference)
-    assert anomaly_keys(tmp_path) == anomaly_keys(reference_out)
+    assert_same_anomalies(tmp_path, reference_out)
 
 
 def source_snapshot_committed(recovery: Path) -> bool:
@@ -94,3 +95,4 @@ def test_an_aborted_run_resumes_to_the_same_totals(tmp_path):
     for name in ("local_models.jsonl", "federated_models.jsonl"):
         lines = (out / name).read_bytes().count(b"\n")
         assert lines == (tmp_path / "uninterrupted" / name).read_bytes().count(b"\n")
+    assert_same_anomalies(out, tmp_path / "uninterrupted")
