@@ -176,27 +176,43 @@ def ensure_schema(conn: psycopg.Connection, compress_after: str | None = None, r
         for interval in (compress_after, retain_for):
             if interval is not None:
                 conn.execute("SELECT %s::interval", (interval,))
-        timescale = _create_timescaledb(conn)
+        plain_because = _create_timescaledb(conn)
         conn.execute(SCHEMA)
-        if timescale:
+        if plain_because is None:
             _make_hypertables(conn, compress_after, retain_for)
-    return "timescaledb" if timescale else "postgresql"
+            return "timescaledb"
+    log.log(
+        logging.INFO if plain_because.startswith("no ") else logging.WARNING,
+        "database: plain PostgreSQL tables with time indexes (%s)",
+        plain_because,
+    )
+    return "postgresql"
 
 
-def _create_timescaledb(conn: psycopg.Connection) -> bool:
-    """True when the extension is in this database, created now if the server has it."""
+def _create_timescaledb(conn: psycopg.Connection) -> str | None:
+    """Make sure the extension is in this database; ``None`` when it is, else why the tables
+    stay plain (for the log line).
+
+    The extension's files may be installed on a server that does not preload its library:
+    creating it there would end the connection (a FATAL error), so that case is found first.
+    """
     found = conn.execute("SELECT installed_version FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
     if found is None:
-        return False
+        return "no timescaledb extension on the server"
     if found[0] is not None:
-        return True
+        return None
+    preloaded = conn.execute("SELECT current_setting('shared_preload_libraries')").fetchone()[0]
+    if "timescaledb" not in {name.strip() for name in preloaded.split(",")}:
+        return (
+            "the server has the timescaledb extension but does not preload it; for hypertables add"
+            " timescaledb to shared_preload_libraries and restart the server"
+        )
     try:
         with conn.transaction():
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-    except psycopg.Error as exc:  # not in shared_preload_libraries, or no privilege
-        log.warning("the server has timescaledb but it cannot be created here: %s", first_line(exc))
-        return False
-    return True
+    except psycopg.Error as exc:  # no privilege
+        return f"cannot create the timescaledb extension: {first_line(exc)}"
+    return None
 
 
 def _make_hypertables(conn: psycopg.Connection, compress_after: str | None, retain_for: str | None) -> None:
@@ -277,9 +293,5 @@ def prepare_database(url: str, compress_after: str | None, retain_for: str | Non
                 masked_url(url),
                 compress_after or "never",
                 retain_for or "forever",
-            )
-        else:
-            log.info(
-                "database %s: plain PostgreSQL tables with time indexes (no timescaledb extension)", masked_url(url)
             )
         return mode

@@ -245,7 +245,7 @@ num.io.threads=2
 """
 
 
-def _pg_bin_dir() -> Path:
+def pg_bin_dir() -> Path:
     """Newest ``/usr/lib/postgresql/<major>/bin`` (Debian), else pg_ctl's PATH dir."""
     dirs = sorted(
         glob.glob("/usr/lib/postgresql/*/bin"),
@@ -264,16 +264,19 @@ class PostgresServer:
 
     initdb/pg_ctl refuse to run as root, so as root they run as the ``postgres`` system
     user in a temp dir owned by it; as any other user they run as that user.
+    ``preload``: libraries for ``shared_preload_libraries`` (``"timescaledb"``: TimescaleDB
+    can be created; it must be installed, see ``deploy/local/timescaledb.py``).
     """
 
-    def __init__(self, start_timeout: float = 60.0) -> None:
+    def __init__(self, start_timeout: float = 60.0, preload: str = "") -> None:
         self.start_timeout = start_timeout
+        self.preload = preload
         self.port = 0
         self.url = ""
         self.pid: int | None = None
         self.log_path: Path | None = None
         self._tmp: Path | None = None
-        self._bin = _pg_bin_dir()
+        self._bin = pg_bin_dir()
         self._as_owner = [_runuser(), "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
     @property
@@ -311,7 +314,10 @@ class PostgresServer:
     def start_again(self) -> None:
         """(Re)start the postmaster on the same data directory and port."""
         listen = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self._tmp}"
-        options = ["-o", f"{listen} -c fsync=off", "-l", str(self.log_path)]
+        preload = f" -c shared_preload_libraries={self.preload}" if self.preload else ""
+        if "timescaledb" in self.preload:
+            preload += " -c timescaledb.telemetry_level=off"
+        options = ["-o", f"{listen} -c fsync=off{preload}", "-l", str(self.log_path)]
         wait = ["-w", "-t", str(int(self.start_timeout))]
         self._run("pg_ctl", "start", "-D", str(self._data), *options, *wait)
         self.pid = int((self._data / "postmaster.pid").read_text().split("\n", 1)[0])
