@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -87,11 +88,13 @@ def consume(bootstrap: str, topic: str, idle_seconds: float = 2.0) -> list:
     return messages
 
 
-def messages_on(bootstrap: str, topic: str) -> int:
-    """Messages on ``topic`` now, over all its partitions (from their watermarks)."""
+def messages_on(bootstrap: str, topic: str, partition: int | None = None) -> int:
+    """Messages on ``topic`` now, over all its partitions or on one (from their watermarks)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4()}"})
     try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        partitions = (
+            consumer.list_topics(topic, timeout=10).topics[topic].partitions if partition is None else [partition]
+        )
         watermarks = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions]
     finally:
         consumer.close()
@@ -172,13 +175,69 @@ def test_global_models_return_to_the_devices_through_their_topic(kafka, nab_samp
         assert versions == sorted(versions)
 
 
+def run_from_kafka_scraped(out_dir: Path, topics: dict[str, str], *args: str) -> tuple[dict, dict[str, float]]:
+    """The summary of a run that reads the topics to their end, and the last scrape of its
+    ``/metrics`` (scraped all along: the run ends ``FLEAD_KAFKA_IDLE_SECONDS`` after its input)."""
+    port = free_port()
+    env = environment(
+        "kafka",
+        out_dir,
+        FLEAD_KAFKA_TAIL="false",
+        BYTEWAX_DATAFLOW_API_ENABLED="1",
+        BYTEWAX_DATAFLOW_API_PORT=str(port),
+        **topics,
+    )
+    errors = out_dir.parent / f"{out_dir.name}.log"
+    with errors.open("w") as error_file:
+        process = subprocess.Popen(
+            flead_command(*args), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=error_file
+        )
+    metrics: dict[str, float] = {}
+    try:
+        deadline = time.monotonic() + 300
+        while process.poll() is None and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+                    metrics = parse_metrics(response.read().decode())
+            except OSError:
+                pass
+            time.sleep(0.2)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+    assert process.returncode == 0, errors.read_text()[-3000:]
+    return orjson.loads((out_dir / "summary.json").read_bytes()), metrics
+
+
+def items_per_worker(metrics: dict[str, float], step_id: str) -> dict[int, float]:
+    """Items each worker's ``step_id`` emitted, from Bytewax's own ``item_out_count``."""
+    found = {}
+    for name, value in metrics.items():
+        if name.startswith("bytewax_item_out_count_total{") and f'step_id="{step_id}"' in name:
+            found[int(re.search(r'worker_index="(\d+)"', name).group(1))] = value
+    return found
+
+
 def test_four_partitions_are_read_by_two_workers(kafka, nab_sample, replay_reference, tmp_path):
+    """Bytewax gives each of the two workers two of the four partitions; each worker's
+    telemetry input emits what it reads (its ``item_out_count``: readings, plus one progress
+    item per batch), so both counts are above 0 only if both workers read."""
     reference, reference_anomalies = replay_reference
     topics = topics_env(kafka)
-    kafka.create_topic(topics["FLEAD_TOPIC_TELEMETRY"], partitions=4)
+    telemetry = topics["FLEAD_TOPIC_TELEMETRY"]
+    kafka.create_topic(telemetry, partitions=4)
     produce(nab_sample, tmp_path / "producer", topics)
-    summary = run_from_kafka(tmp_path / "flead", topics, "-w", "2")
-    assert comparable(summary) | {"rows_rejected": 3, "rows_read": reference["rows_read"]} == comparable(reference)
+    per_partition = [messages_on(kafka.bootstrap, telemetry, partition) for partition in range(4)]
+    assert sum(per_partition) == 9946 and sorted(per_partition)[-2] > 0, per_partition  # keyed over several
+
+    summary, metrics = run_from_kafka_scraped(tmp_path / "flead", topics, "-w", "2")
+    # the producer skipped the 3 invalid rows: the dataflow reads 3 rows fewer and rejects none
+    assert (summary["rows_read"], summary["rows_rejected"]) == (9946, 0)
+    assert comparable(summary) == comparable(reference) | {"rows_read": reference["rows_read"] - 3, "rows_rejected": 0}
+    items = items_per_worker(metrics, "flead.telemetry")
+    assert sorted(items) == [0, 1] and min(items.values()) > 0, f"items each worker's input emitted: {items}"
+    assert sum(items.values()) >= summary["rows_read"]  # the last scrape came after the whole topic was read
     anomalies = rows(consume(kafka.bootstrap, topics["FLEAD_TOPIC_ANOMALIES"]))
     assert anomaly_rows_keys(anomalies) == reference_anomalies
 
