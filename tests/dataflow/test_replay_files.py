@@ -102,3 +102,32 @@ def test_undecoded_lines_keep_their_line_numbers_across_read_chunks(tmp_path):
     assert isinstance(records[1500], Rejection) and records[1500].source == f"file:{path}:1502"
     assert records[1501].position == 1503
     assert records[0].ingested_at <= records[-1].ingested_at
+
+
+def test_a_csv_row_and_a_json_line_saying_the_same_get_the_same_verdict(tmp_path):
+    """One validation owns every input: the CSV reader has no limits of its own."""
+    columns = [f"f{i}" for i in range(40)]
+    write(
+        tmp_path / "wide.csv",
+        "device_id,timestamp," + ",".join(columns) + "\nm1,2024-01-01T00:00:00Z," + ",".join("1" * 40) + "\n",
+    )
+    line = {"device_id": "m1", "timestamp": "2024-01-01T00:00:00Z", "data": dict.fromkeys(columns, 1.0)}
+    (tmp_path / "wide.jsonl").write_bytes(orjson.dumps(line) + b"\n")
+    csv_verdict, json_verdict = (
+        next(iter(read_replay(tmp_path / name, LIMITS))) for name in ("wide.csv", "wide.jsonl")
+    )
+    assert (
+        (csv_verdict.reason, csv_verdict.detail)
+        == (json_verdict.reason, json_verdict.detail)
+        == (
+            "too_many_fields",
+            "40 fields > 32",
+        )
+    )
+    long_id = "m" * (LIMITS.max_device_id_length + 1)
+    write(tmp_path / "long.csv", f"device_id,timestamp,value\n{long_id},2024-01-01T00:00:00Z,1\n")
+    (tmp_path / "long.jsonl").write_bytes(
+        orjson.dumps({"device_id": long_id, "timestamp": "2024-01-01T00:00:00Z", "data": {"value": 1}}) + b"\n"
+    )
+    verdicts = [next(iter(read_replay(tmp_path / name, LIMITS))) for name in ("long.csv", "long.jsonl")]
+    assert [(v.reason, v.detail) for v in verdicts] == [("invalid_device_id", verdicts[1].detail)] * 2
