@@ -1,7 +1,10 @@
 import math
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
+import orjson
 import pytest
 
 from bench.fleet import FleetStats, generate_fleet
@@ -20,7 +23,23 @@ def test_floor_loop_counts(fleet: tuple[Path, FleetStats]) -> None:
     result = floor_loop.run(path)
     assert result["records"] == stats.records
     assert 0 < result["anomalies"] < 0.2 * stats.records
-    assert result["records_per_second"] == pytest.approx(result["records"] / result["seconds"])
+    assert result["seconds"] > 0
+
+
+def test_floor_loop_flags_a_field_beyond_2_5_deviations_of_the_window_before_it(tmp_path: Path) -> None:
+    """By hand: after 10, 12, 10, 12 (mean 11, deviation 1) a 20 is 9 deviations out: flagged
+    (against a window that held it too, it would be 1.9); the 11 after it is not. Device "b"
+    does the same in its field "p" while "t" never moves; device "c" ends at 13.4, 2.4
+    deviations out: not flagged. Each field counts on its own."""
+    readings = {"a": [10.0, 12.0, 10.0, 12.0, 20.0, 11.0], "c": [10.0, 12.0, 10.0, 12.0, 13.4]}
+    lines = [
+        {"device_id": device, "timestamp": t, "data": v} for device, vs in readings.items() for t, v in enumerate(vs)
+    ]
+    lines += [{"device_id": "b", "timestamp": t, "data": {"t": 5.0, "p": v}} for t, v in enumerate(readings["a"])]
+    path = tmp_path / "hand.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    result = floor_loop.run(path)
+    assert (result["records"], result["anomalies"]) == (17, 2)
 
 
 def test_river_loop_counts(fleet: tuple[Path, FleetStats]) -> None:
@@ -85,8 +104,36 @@ def test_fedavg_weighs_a_change_from_an_older_version_by_its_staleness() -> None
 
 
 def test_pyflink_job_imports_without_pyflink() -> None:
-    # FLEAD's venv has no PyFlink: run() must start the job in bench/.venv-flink instead.
-    assert callable(pyflink_job.run)
+    """FLEAD's venv has no PyFlink; the module must import there even if PyFlink were installed."""
+    code = "import sys; sys.modules['pyflink'] = None; import bench.references.pyflink_job"  # None: import fails
+    result = subprocess.run([sys.executable, "-c", code], cwd=pyflink_job.REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_without_pyflink_the_job_starts_in_the_pyflink_venv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From FLEAD's venv, main() hands the job to run(), which starts it with bench/.venv-flink's
+    python (here a stand-in that prints what it was asked) and adds the child's wall time."""
+    fleet = tmp_path / "fleet.jsonl"
+    fleet.write_text("")
+    monkeypatch.setattr(pyflink_job, "FLINK_PYTHON", tmp_path / "missing" / "python")
+    with pytest.raises(FileNotFoundError, match=r"setup_pyflink\.sh"):
+        pyflink_job.run(fleet, 2)
+
+    stand_in = tmp_path / "python"
+    stand_in.write_text('#!/bin/sh\nprintf \'starting\\n{"records": 40, "argv": "%s"}\\n\' "$*"\n')
+    stand_in.chmod(0o755)
+    monkeypatch.setattr(pyflink_job, "FLINK_PYTHON", stand_in)
+    result = pyflink_job.run(fleet, 2, tuned=False)
+    assert result["argv"] == f"-m bench.references.pyflink_job {fleet} 2 --flink-defaults"
+    assert result["records"] == 40 and result["wall_seconds"] > 0
+    assert result["records_per_second_with_start_up"] == pytest.approx(40 / result["wall_seconds"])
+
+    monkeypatch.setattr(pyflink_job.importlib.util, "find_spec", lambda name: None)
+    calls = []
+    monkeypatch.setattr(pyflink_job, "run", lambda *args, **kwargs: calls.append((args, kwargs)) or {"records": 1})
+    monkeypatch.setattr(pyflink_job, "run_job", lambda *args, **kwargs: pytest.fail("ran the job without PyFlink"))
+    pyflink_job.main([str(fleet), "2"])
+    assert calls == [((fleet.resolve(), 2), {"tuned": True})]
 
 
 def test_a_lag_that_keeps_growing_is_not_sustained():

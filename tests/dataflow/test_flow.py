@@ -102,13 +102,30 @@ def test_global_models_reach_the_devices_through_the_loopback(run):
         assert versions == sorted(versions)
 
 
-def test_live_evaluation_rows_add_up_to_the_summary(run):
+def test_live_evaluation_rows_count_the_labelled_readings_each_global_version_scored(run):
+    """Counted again from the score rows: each labelled reading that a global model scored is a
+    true/false positive/negative of that model's version (positive: its score above 0.5), in a
+    window from the first to the last such reading."""
     out, summary = run
-    rows = read_rows(out / "model_evaluations.jsonl")
-    assert rows
-    assert all(row["n"] == row["tp"] + row["fp"] + row["tn"] + row["fn"] for row in rows)
-    assert all(row["window_start"] <= row["window_end"] for row in rows)
-    assert sum(row["n"] for row in rows) == summary["live_evaluation"]["n"]
+    expected: dict[int, dict] = {}
+    for score in read_rows(out / "scores.jsonl"):
+        if score["label"] is None or score["global_score"] is None:
+            continue
+        counts = expected.setdefault(score["global_version"], {"tp": 0, "fp": 0, "tn": 0, "fn": 0, "times": []})
+        flagged, anomalous = score["global_score"] > 0.5, score["label"] == 1
+        counts[("t" if flagged == anomalous else "f") + ("p" if flagged else "n")] += 1
+        counts["times"].append(score["timestamp"])
+    assert len(expected) >= 2, "fewer than two global versions scored labelled readings: nothing to compare"
+    rows = {row["global_version"]: row for row in read_rows(out / "model_evaluations.jsonl")}
+    assert sorted(rows) == sorted(expected)
+    for version, counts in expected.items():
+        row = rows[version]
+        assert {name: row[name] for name in ("tp", "fp", "tn", "fn")} == {
+            k: counts[k] for k in ("tp", "fp", "tn", "fn")
+        }
+        assert row["n"] == sum(counts[k] for k in ("tp", "fp", "tn", "fn"))
+        assert (row["window_start"], row["window_end"]) == (min(counts["times"]), max(counts["times"])), version
+    assert sum(row["n"] for row in rows.values()) == summary["live_evaluation"]["n"]
 
 
 def test_a_fresh_run_replaces_the_outputs_of_the_last_one(run, nab_sample, tmp_path):

@@ -128,15 +128,42 @@ def test_a_new_device_is_calibrated_against_the_fleets_normal_model():
 
 def test_a_round_closes_after_round_rows_with_its_model_and_counts():
     device = DeviceState("d1", SETTINGS)
-    results = feed(device, [1.0, 2.0, 1.5, 1.2, 1.1], labels=[0, 0, 0, 1, 0])
+    results = feed(device, [1.0, 1.0, 1.5, 1.2, 1.1], labels=[0, 0, 0, 1, 0])
     updates = [u for _, u in results if u is not None]
     assert len(updates) == 1
     update = updates[0]
     assert (update.device_id, update.model_version, update.global_version, update.samples) == ("d1", 1, 0, 4)
     assert update.timestamp == 3.0
-    assert 0.0 <= update.accuracy <= 1.0
-    assert update.loss > 0
-    assert set(update.parameters.weights) <= {"abs_z", "abs_z_mean", "z_change", "level_shift", "spread_ratio", "flat"}
+
+    # By hand. In the warm-up (5 readings) every z is 0, and with fewer readings than the short
+    # window the short and long windows are the same: every feature is 0, except "flat" for the
+    # second reading (two equal readings). Each labelled reading is one logistic SGD step
+    # (rate 0.05, a label-1 reading weighs 5) from weights 0 and intercept 0, scored before it.
+    rate, positive_weight = 0.05, 5.0
+    flat_weight = intercept = 0.0
+    correct, losses = 0, []
+    for flat, label in [(0.0, 0), (1.0, 0), (0.0, 0), (0.0, 1)]:
+        probability = 1.0 / (1.0 + math.exp(-(intercept + flat_weight * flat)))
+        correct += (probability > 0.5) == bool(label)
+        losses.append(-math.log(probability if label else 1.0 - probability))
+        gradient = (probability - label) * (positive_weight if label else 1.0)
+        flat_weight -= rate * gradient * flat
+        intercept -= rate * gradient
+    assert (update.labelled, update.accuracy) == (4, correct / 4) == (4, 0.75)  # the anomaly is missed
+    assert update.loss == pytest.approx(sum(losses) / 4, rel=1e-12)
+    assert update.parameters.intercept == pytest.approx(intercept, rel=1e-12)
+    assert update.parameters.weights == pytest.approx(
+        {
+            "abs_z": 0.0,
+            "abs_z_mean": 0.0,
+            "z_change": 0.0,
+            "level_shift": 0.0,
+            "spread_ratio": 0.0,
+            "flat": flat_weight,
+        },
+        rel=1e-12,
+    )
+    assert flat_weight < 0 < intercept  # one normal stuck reading pulled "flat" down; the anomaly pulled the rest up
 
 
 def test_a_round_closes_after_round_seconds_of_event_time():
