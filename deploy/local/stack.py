@@ -6,7 +6,9 @@ Starts Kafka and PostgreSQL exactly as the tests do (``deploy/local/servers.py``
 producer (replaying ``FLEAD_INPUT``, the bundled data by default, at ``FLEAD_RATE``
 messages per second, looping) and the dataflow reading from Kafka and writing to the topics,
 the database and ``/metrics``. Prints where to look, and stops everything it started on
-Ctrl-C. Other ``FLEAD_*`` settings in the environment pass through to both dataflows.
+Ctrl-C, on SIGTERM (a process manager, ``timeout``, ``kill``) and on SIGHUP (the terminal
+closed): the dataflows first, then the servers they write to. Other ``FLEAD_*`` settings in
+the environment pass through to both dataflows.
 """
 
 from __future__ import annotations
@@ -38,7 +40,20 @@ def _dataflow(module: str, env: dict[str, str], log: Path) -> subprocess.Popen:
     )
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class StopRequested(Exception):
+    """A signal asked the stack to stop."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise StopRequested(signal.Signals(signum).name)
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGHUP, _stop)
     work = Path(tempfile.mkdtemp(prefix="flead-stack-"))
     processes: list[subprocess.Popen] = []
     with KafkaServer() as kafka, PostgresServer() as postgres:
@@ -74,10 +89,11 @@ FLEAD is running. Ctrl-C stops everything.
                 time.sleep(1)
             failed = next(p for p in processes if p.poll() is not None)
             print(f"a dataflow stopped (exit code {failed.returncode}); see the logs in {work}", file=sys.stderr)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, StopRequested):
             print("\nstopping…", flush=True)
         finally:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+            for stop_signal in STOP_SIGNALS:  # a second signal must not cut the clean-up short
+                signal.signal(stop_signal, signal.SIG_IGN)
             for process in processes:
                 if process.poll() is None:
                     process.send_signal(signal.SIGINT)
@@ -90,4 +106,7 @@ FLEAD is running. Ctrl-C stops everything.
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (KeyboardInterrupt, StopRequested):  # while the servers were starting: they stopped themselves
+        sys.exit(1)

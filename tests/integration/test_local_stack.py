@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -77,3 +78,45 @@ def test_the_local_stack_runs_and_stops_everything_on_ctrl_c():
             raise
     time.sleep(1)
     assert not [pid for pid in started if alive(pid)], "the stack left processes behind"
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_the_local_stack_stops_everything_it_started_on_sigterm_and_sighup(stop_signal):
+    stack = subprocess.Popen(
+        [sys.executable, "-m", "deploy.local.stack"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "FLEAD_RATE": "2000"},
+    )
+    printed = ""
+    try:
+        for line in stack.stdout:
+            printed += line
+            if "Logs" in line:
+                break
+        assert "FLEAD is running" in printed, printed
+        started = children_of(stack.pid)
+        assert len(started) >= 3, started  # Kafka, the dataflow and the producer (PostgreSQL's runs on its own)
+        ports = {int(port) for port in re.findall(r"127\.0\.0\.1:(\d+)", printed)}  # Kafka, PostgreSQL, metrics
+    finally:
+        stack.send_signal(stop_signal)
+        try:
+            stack.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            for pid in [stack.pid, *children_of(stack.pid)]:
+                os.kill(pid, signal.SIGKILL)
+            raise
+    assert "stopping" in stack.stdout.read()
+    time.sleep(1)
+    assert not [pid for pid in started if alive(pid)], "the stack left processes behind"
+    assert len(ports) == 3 and not [port for port in ports if listening(port)], "a server still listens"
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
