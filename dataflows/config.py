@@ -14,6 +14,7 @@ from dataflows.replay_files import replay_files
 from instrumentation.masking import masked_pair
 from operators.device import DETECTORS, DetectionSettings
 from operators.messages import MessageLimits
+from operators.shard import DeviceLimits
 
 BUNDLED_DATA = Path(__file__).resolve().parent.parent / "data" / "nab"
 
@@ -170,6 +171,20 @@ SETTINGS: tuple[Setting, ...] = (
         "Comma-separated telemetry fields; empty = every numeric field except the label.",
     ),
     Setting("FLEAD_SCORES", "false", _flag, "Also write `scores.jsonl`, one row per processed reading."),
+    Setting(
+        "FLEAD_DEVICE_IDLE_SECONDS",
+        "2592000",
+        _non_negative_float,
+        "A device silent this long in event time (30 days) has its partial round closed and its state dropped; "
+        "back later, it starts afresh (0 = never).",
+    ),
+    Setting(
+        "FLEAD_MAX_DEVICES_PER_SHARD",
+        "20000",
+        _non_negative_int,
+        "Live devices per shard (× `FLEAD_SHARDS` for the fleet); a new device beyond it is a dead letter "
+        "(`device_limit`) until idle devices make room (0 = no limit).",
+    ),
     Setting(
         "FLEAD_REPORT_POINTS",
         "100000",
@@ -340,6 +355,7 @@ class Settings:
     shards: int
     scores: bool
     report_points: int
+    device_limits: DeviceLimits
     batch_size: int
     progress_seconds: float
     kafka: KafkaSettings | None
@@ -428,6 +444,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         shards=raw["FLEAD_SHARDS"],
         scores=raw["FLEAD_SCORES"],
         report_points=raw["FLEAD_REPORT_POINTS"],
+        device_limits=DeviceLimits(raw["FLEAD_DEVICE_IDLE_SECONDS"], raw["FLEAD_MAX_DEVICES_PER_SHARD"]),
         batch_size=raw["FLEAD_BATCH_SIZE"],
         progress_seconds=raw["FLEAD_PROGRESS_SECONDS"],
         kafka=KafkaSettings(

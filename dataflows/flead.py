@@ -73,7 +73,12 @@ def build_flow(settings: Settings, continue_from: GlobalModel | None = None) -> 
     )
     idle_seconds = settings.detection.round_seconds if settings.reads_kafka else None
     shard_logic = ShardLogic.builder(
-        settings.detection, settings.scores, settings.limits, idle_seconds or None, report_points // settings.shards
+        settings.detection,
+        settings.scores,
+        settings.limits,
+        idle_seconds or None,
+        report_points // settings.shards,
+        settings.device_limits,
     )
     results = op.key_rm(
         "shard_results",

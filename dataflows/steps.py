@@ -16,7 +16,7 @@ from operators.evaluation import EvaluationAggregator
 from operators.fedavg import FedAvgAggregator, GlobalModel, LocalUpdate
 from operators.messages import MessageLimits, RawMessage, Rejection, Telemetry
 from operators.run_totals import RunTotals, SourceProgress
-from operators.shard import ShardCounters, ShardResult, ShardState
+from operators.shard import DeviceLimits, ShardCounters, ShardResult, ShardState
 from operators.sharding import ShardBatch
 from report.collect import ReportCollector
 
@@ -41,6 +41,7 @@ class ShardLogic(StatefulBatchLogic[ShardBatch | GlobalModel, ShardResult, Snaps
         limits: MessageLimits,
         idle_seconds: float | None,
         report_points: int = 0,
+        device_limits: DeviceLimits | None = None,
     ):
         """``report_points``: the shard's share of the readings the run report draws (0: no report)."""
 
@@ -49,7 +50,7 @@ class ShardLogic(StatefulBatchLogic[ShardBatch | GlobalModel, ShardResult, Snaps
             if resume is not None:
                 state = thaw(resume, "shard")
             else:
-                state = ShardState(settings, emit_scores, limits, report_points)
+                state = ShardState(settings, emit_scores, limits, report_points, device_limits)
             return cls(state, idle_seconds)
 
         return build

@@ -20,6 +20,7 @@ SINGLE_FIELD = "value"
 """The field name given to a ``data`` that is a plain number."""
 
 REJECTION_REASONS = (
+    "device_limit",
     "empty_message",
     "future_timestamp",
     "invalid_device_id",

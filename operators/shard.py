@@ -7,17 +7,35 @@ the Bytewax step in ``dataflows/steps.py`` only feeds it batches.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+import orjson
 
 from operators.device import MODEL_THRESHOLD, Detection, DetectionSettings, DeviceState
 from operators.evaluation import FINISHED, ConfusionCounts
 from operators.fedavg import GlobalModel, LocalUpdate
-from operators.messages import MessageLimits, RawMessage, Rejection, Telemetry, decode_raw
+from operators.messages import MessageLimits, RawMessage, Rejection, Telemetry, decode_raw, excerpt, iso_timestamp
 from operators.report_sampling import capacity_per_device, is_kept
 
 DECIDERS = ("z_rule", "local_model", "global_model", "is_anomaly")
 """The decisions whose quality against labels the run reports, side by side."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceLimits:
+    """How much device state a shard keeps, whatever arrives.
+
+    ``idle_seconds``: a device silent this long in event time (the newest reading the shard
+    has seen) has its partial round closed and its state dropped; if it comes back it starts
+    afresh, calibrated by the fleet's normal model (0: never dropped).
+    ``max_devices``: live devices per shard; a reading of a new device beyond it is rejected
+    (``device_limit``) until idle devices make room (0: no limit).
+    """
+
+    idle_seconds: float = 30 * 86_400.0
+    max_devices: int = 20_000
 
 
 @dataclass(slots=True)
@@ -37,7 +55,8 @@ class ShardCounters:
     the input ended). A move past several versions at once is one entry, so a shard that
     skips versions costs nothing per version skipped."""
     readings_by_device: dict[str, int] = field(default_factory=dict)
-    """Every device's count of readings, at the end of a bounded input, for the run report."""
+    """For the run report: the readings of each device whose state ended (dropped when idle,
+    or at the end of a bounded input)."""
 
     def move(self, old_version: int, new_version: int, counts: ConfusionCounts | None) -> None:
         """One shard moved on, with its final counts for the version it held, if any."""
@@ -56,7 +75,18 @@ class ShardCounters:
             self.closed_evaluations.setdefault(version, ConfusionCounts()).merge(counts)
         for move, n in other.moves.items():
             self.moves[move] = self.moves.get(move, 0) + n
-        self.readings_by_device.update(other.readings_by_device)
+        for device_id, n in other.readings_by_device.items():
+            self.readings_by_device[device_id] = self.readings_by_device.get(device_id, 0) + n
+
+
+def _beyond_the_device_limit(reading: Telemetry, raw: RawMessage | None, max_devices: int) -> Rejection:
+    """A dead letter for a reading of a new device whose shard is full. Readings the source
+    decoded (CSV rows) no longer know their line: their source is the device stage."""
+    detail = f"a new device, and its shard is full: {max_devices:,} live devices (FLEAD_MAX_DEVICES_PER_SHARD)"
+    if raw is not None:
+        return Rejection("device_limit", excerpt(raw.raw), f"{raw.source}:{raw.position}", time.time(), detail)
+    message = {"device_id": reading.device_id, "timestamp": iso_timestamp(reading.timestamp), "data": reading.values}
+    return Rejection("device_limit", excerpt(orjson.dumps(message)), "device-stage", time.time(), detail)
 
 
 def combined_counters(counters: Iterable[ShardCounters]) -> ShardCounters:
@@ -94,12 +124,17 @@ class ShardState:
         emit_scores: bool,
         limits: MessageLimits | None = None,
         report_points: int = 0,
+        device_limits: DeviceLimits | None = None,
     ) -> None:
         """``report_points``: this shard's share of the readings the run report draws (0: no report)."""
         self.settings = settings
         self.emit_scores = emit_scores
         self.limits = limits if limits is not None else MessageLimits()
         self.report_points = report_points
+        self.device_limits = device_limits if device_limits is not None else DeviceLimits()
+        self.clock = 0.0
+        """The newest event time among the shard's readings."""
+        self.next_idle_sweep = 0.0
         self.devices: dict[str, DeviceState] = {}
         self.global_model: GlobalModel | None = None
         self.evaluation = ConfusionCounts()
@@ -120,9 +155,12 @@ class ShardState:
         limits = self.limits
         emit_all = self.emit_scores
         report_capacity = capacity_per_device(self.report_points, len(self.devices)) if self.report_points else 0
+        max_devices = self.device_limits.max_devices
+        clock = self.clock
         for item in batch:
+            raw = None
             if type(item) is RawMessage:
-                item = decode_raw(item, limits)
+                raw, item = item, decode_raw(item, limits)
                 if type(item) is Rejection:
                     result.rejections.append(item)
                     continue
@@ -131,7 +169,12 @@ class ShardState:
                 continue
             device = self.devices.get(item.device_id)
             if device is None:
+                if max_devices and len(self.devices) >= max_devices:
+                    result.rejections.append(_beyond_the_device_limit(item, raw, max_devices))
+                    continue
                 device = self.devices[item.device_id] = DeviceState(item.device_id, settings)
+            if item.timestamp > clock:
+                clock = item.timestamp
             device.last_seen = now
             detection, update = device.observe(item, settings, self.global_model)
             counters.processed += 1
@@ -151,8 +194,27 @@ class ShardState:
                     global_positive = detection.global_score > MODEL_THRESHOLD
                     detection_counts["global_model"].add(global_positive, label)
                     self.evaluation.add(global_positive, label, item.timestamp)
+        self.clock = clock
+        idle_seconds = self.device_limits.idle_seconds
+        if idle_seconds and clock >= self.next_idle_sweep:
+            updates.extend(self._drop_idle_devices(clock - idle_seconds, counters))
+            self.next_idle_sweep = clock + idle_seconds / 2
         counters.local_updates = len(updates)
         return result
+
+    def _drop_idle_devices(self, silent_since: float, counters: ShardCounters) -> list[LocalUpdate]:
+        """Drop the devices whose newest reading is older than ``silent_since`` (event time),
+        closing their partial rounds; returns those rounds' updates."""
+        idle = [key for key, device in self.devices.items() if device.round_last < silent_since]
+        updates = []
+        for key in idle:
+            device = self.devices.pop(key)
+            if self.report_points:
+                counters.readings_by_device[key] = device.readings
+            update = device.close_round()
+            if update is not None:
+                updates.append(update)
+        return updates
 
     def receive_global(self, model: GlobalModel, counters: ShardCounters) -> None:
         """Adopt a newer global model; a duplicate or late copy changes nothing.

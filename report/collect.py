@@ -20,8 +20,13 @@ class _DeviceTrail:
     marks: list[AnomalyMark] = field(default_factory=list)
     anomalies_by_severity: dict[str, int] = field(default_factory=dict)
     last_index: int = 0
+    """The newest reading's place in the device's whole stream."""
+    life_index: int = 0
+    """Its place since the device's state was last created: a device dropped when idle starts
+    counting again when it comes back."""
+    earlier_lives: int = 0
     readings: int = 0
-    """Every reading of the device, once the shards have counted them at the end of the input."""
+    """The readings of the device's states that have ended, as the shards counted them."""
 
 
 class ReportCollector:
@@ -53,8 +58,11 @@ class ReportCollector:
             trail = devices.get(reading.device_id)
             if trail is None:
                 trail = devices[reading.device_id] = _DeviceTrail()
-            trail.points.append((detection.reading_index, reading.timestamp, reading.values, detection.score))
-            trail.last_index = detection.reading_index
+            if detection.reading_index <= trail.life_index:
+                trail.earlier_lives = trail.last_index
+            trail.life_index = detection.reading_index
+            trail.last_index = index = trail.earlier_lives + detection.reading_index
+            trail.points.append((index, reading.timestamp, reading.values, detection.score))
             if detection.is_anomaly:
                 severity = detection.severity or "warning"
                 trail.anomalies_by_severity[severity] = trail.anomalies_by_severity.get(severity, 0) + 1
@@ -69,10 +77,9 @@ class ReportCollector:
                 trail.marks = _fewer_marks(trail.marks)
 
     def add_readings(self, readings_by_device: dict[str, int]) -> None:
-        """Each device's count of readings, from the shards at the end of the input."""
+        """The readings of device states that ended (dropped when idle, or at the end of the input)."""
         for device_id, readings in readings_by_device.items():
-            trail = self.devices.setdefault(device_id, _DeviceTrail())
-            trail.readings = max(trail.readings, readings)
+            self.devices.setdefault(device_id, _DeviceTrail()).readings += readings
 
     def add_model(self, model: GlobalModel) -> None:
         self.models.append(

@@ -152,3 +152,18 @@ def test_rows_go_to_their_topics_keyed_by_device_version_or_source(nab_sample, t
     assert records(("dead_letters", [letter])) == [("flead-dead-letters", source.encode(), orjson.dumps(letter))]
     assert records(("model_evaluations", [model])) is None
     assert records(("scores", [anomaly])) is None
+
+
+def test_readings_beyond_the_device_limit_are_dead_letters_and_counted(nab_sample, tmp_path):
+    run_main(build_flow(settings_for(nab_sample, tmp_path, shards="1", max_devices_per_shard="1")))
+    summary = orjson.loads((tmp_path / "summary.json").read_bytes())
+    assert summary["rows_read"] == 4032 + 4032 + 1882 + 3
+    # the first device of the one shard is processed; the other two devices' rows are refused
+    by_reason = summary["rejected_by_reason"]
+    assert set(by_reason) == {"device_limit", "invalid_value"} and by_reason["invalid_value"] == 3
+    assert summary["rows_processed"] in (4032, 1882)
+    assert summary["rows_processed"] + summary["rows_rejected"] == summary["rows_read"]
+    letters = [row for row in read_rows(tmp_path / "dead_letters.jsonl") if row["reason"] == "device_limit"]
+    assert len(letters) == by_reason["device_limit"]
+    assert {row["source"] for row in letters} == {"device-stage"}  # CSV rows are decoded at the source
+    assert all("its shard is full: 1 live devices" in row["detail"] for row in letters)

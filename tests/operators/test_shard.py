@@ -7,7 +7,7 @@ from operators.evaluation import FINISHED, EvaluationAggregator
 from operators.fedavg import GlobalModel
 from operators.local_model import ModelParameters
 from operators.messages import RawMessage, Telemetry
-from operators.shard import ShardState, combined_counters
+from operators.shard import DeviceLimits, ShardState, combined_counters
 from operators.sharding import ShardBatch, newest_to_every_shard, route_by_shard, shard_keys, shard_of
 
 SETTINGS = DetectionSettings(window=20, short_window=5, warmup=5, round_rows=5, round_seconds=0)
@@ -156,3 +156,35 @@ def test_the_counters_of_many_shards_add_up_to_those_of_one_and_count_the_moves(
     assert combined.detection["z_rule"].n == 13
     assert combined.moves == {(0, 1): 1, (0, 2): 1, (1, 2): 1}
     assert combined.closed_evaluations[1].n == 6  # a scored 6 readings with v1; b never had v1
+
+
+def test_a_device_silent_past_the_idle_time_is_dropped_with_its_partial_round_closed():
+    shard = ShardState(SETTINGS, emit_scores=False, device_limits=DeviceLimits(idle_seconds=100, max_devices=0))
+    shard.process(readings(7, device="quiet"))  # t = 0..6: a round of 5 closed, 2 readings left open
+    result = shard.process(readings(3, device="busy", start=200))  # the shard's clock reaches 202
+    assert set(shard.devices) == {"busy"}
+    assert [(u.device_id, u.samples) for u in result.updates] == [("quiet", 2)]
+    assert result.counters.local_updates == 1
+    assert "quiet" not in pickle.loads(pickle.dumps(shard)).devices
+    shard.process(readings(1, device="quiet", start=300))
+    assert shard.devices["quiet"].readings == 1  # back, it starts afresh
+
+
+def test_a_device_that_reads_within_the_idle_time_is_kept():
+    shard = ShardState(SETTINGS, emit_scores=False, device_limits=DeviceLimits(idle_seconds=100, max_devices=0))
+    shard.process(readings(3, device="a") + readings(3, device="b", start=99))
+    shard.process(readings(1, device="b", start=101))
+    assert set(shard.devices) == {"a", "b"}  # a's newest reading (t = 2) is 99 s older than the clock
+
+
+def test_beyond_the_device_limit_a_new_device_is_a_dead_letter_until_an_idle_one_makes_room():
+    shard = ShardState(SETTINGS, emit_scores=False, device_limits=DeviceLimits(idle_seconds=100, max_devices=2))
+    raw = RawMessage("c", b'{"device_id":"c","timestamp":3,"data":1}', "file:x.jsonl", 7, 0.0)
+    result = shard.process(readings(2, device="a") + readings(2, device="b") + [raw] + readings(1, device="a", start=3))
+    assert result.counters.processed == 5
+    (rejection,) = result.rejections
+    assert (rejection.reason, rejection.source) == ("device_limit", "file:x.jsonl:7")
+    assert "its shard is full: 2 live devices" in rejection.detail
+    shard.process(readings(1, device="b", start=150))  # a is idle from t = 103: dropped
+    assert shard.process(readings(1, device="c", start=151)).rejections == []
+    assert set(shard.devices) == {"b", "c"}

@@ -10,7 +10,7 @@ from operators.fedavg import GlobalModel
 from operators.local_model import ModelParameters
 from operators.messages import Telemetry
 from operators.report_sampling import MIN_POINTS_PER_DEVICE
-from operators.shard import ShardState
+from operators.shard import DeviceLimits, ShardState
 from report.collect import ReportCollector
 
 SETTINGS = DetectionSettings(window=20, short_window=5, warmup=5, round_rows=50, round_seconds=0)
@@ -138,3 +138,20 @@ def test_the_collector_resumes_from_its_snapshot_with_the_same_report():
     collector = collected(300, {"a": noisy("a", 900, spike_at=(700,))})
     restored = pickle.loads(pickle.dumps(collector))
     assert restored.report({}) == collector.report({})
+
+
+def test_a_device_dropped_when_idle_and_back_later_is_one_trace_counting_both_lives():
+    shard = ShardState(
+        SETTINGS, emit_scores=False, report_points=10_000, device_limits=DeviceLimits(idle_seconds=3_600, max_devices=0)
+    )
+    collector = ReportCollector(10_000)
+    first, second = noisy("d", 300), [Telemetry("d", 100_000.0 + 60 * i, {"value": 10.0 + i % 3}) for i in range(200)]
+    later = [Telemetry("other", 90_000.0, {"value": 1.0})]  # a day later: "d" is dropped
+    for readings in (first, later, second):
+        result = shard.process(readings)
+        collector.add_detections(result.detections)
+        collector.add_readings(result.counters.readings_by_device)
+    collector.add_readings(shard.finish().counters.readings_by_device)
+    trace = next(trace for trace in collector.report({}).devices if trace.device_id == "d")
+    assert trace.readings == 500
+    assert len(trace.times) == 500 and trace.times == sorted(trace.times)
