@@ -11,6 +11,7 @@ would reject are counted and skipped.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import islice
@@ -70,13 +71,16 @@ class _ReplayToTopic(StatefulSourcePartition[list[KafkaRecord] | Produced, tuple
         loop: bool,
         batch_size: int,
         resume: tuple[int, int] | None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock`` (seconds, only its differences count) paces the rate."""
+        self._clock = clock
         self._path, self._limits, self._topic = path, limits, topic
         self._rate, self._loop, self._batch_size = rate, loop, batch_size
         self._position = _Position(*resume) if resume else _Position()
         self._span = self._time_span() if loop else 0.0
         self._rows = self._open()
-        self._started = time.monotonic()
+        self._started = clock()
         self._sent_since_start = 0
 
     def _time_span(self) -> float:
@@ -93,7 +97,7 @@ class _ReplayToTopic(StatefulSourcePartition[list[KafkaRecord] | Produced, tuple
     def next_batch(self) -> list[list[KafkaRecord] | Produced]:
         allowed = self._batch_size
         if self._rate:
-            due = int((time.monotonic() - self._started) * self._rate) - self._sent_since_start
+            due = int((self._clock() - self._started) * self._rate) - self._sent_since_start
             allowed = min(allowed, due)
             if allowed <= 0:
                 return []

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import orjson
 
 from dataflows.producer import Produced, _ReplayToTopic, telemetry_message
@@ -61,14 +59,16 @@ def test_a_rate_paces_the_messages(tmp_path):
     path.write_bytes(
         b"".join(orjson.dumps({"device_id": "d", "timestamp": 1704067200 + i, "data": i}) + b"\n" for i in range(1000))
     )
-    partition = _ReplayToTopic(path, MessageLimits(), "telemetry", 200.0, False, 1000, None)
-    started = time.monotonic()
-    sent = 0
-    while time.monotonic() - started < 0.5:
+    now = [0.0]  # a clock the test moves: what is due depends on it alone, not on how busy the machine is
+    partition = _ReplayToTopic(path, MessageLimits(), "telemetry", 200.0, False, 30, None, clock=lambda: now[0])
+    sent = []
+    for moment in (0.0, 1 / 64, 0.125, 0.125, 0.5, 1.0, 6.0):  # binary fractions: exact products
+        now[0] = moment
         records, _ = drain(partition, batches=1)
-        sent += len(records)
-        time.sleep(0.01)
-    assert 60 <= sent <= 130  # about 200/s for half a second
+        sent.append(len(records))
+    # at 200/s: 3 due after 1/64 s, 25 after 1/8 s (none more at the same moment), 100 after
+    # 0.5 s but at most a batch (30) at once, however far behind
+    assert sent == [0, 3, 22, 0, 30, 30, 30]
 
 
 def test_resume_continues_after_the_rows_already_sent(tmp_path):

@@ -71,18 +71,26 @@ def run_from_kafka_logged(out_dir: Path, topics: dict[str, str], *args: str) -> 
     return orjson.loads((out_dir / "summary.json").read_bytes()), result.stderr
 
 
-def consume(bootstrap: str, topic: str, idle_seconds: float = 2.0) -> list:
-    """Every message of every partition of ``topic``, read from the beginning."""
+def consume(bootstrap: str, topic: str, timeout: float = 60.0) -> list:
+    """Every message on ``topic`` when called: each partition read from its start up to the end
+    it had then (its high watermark), however long the first message takes, for up to
+    ``timeout`` seconds. Called once whatever writes the topic is done."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4()}"})
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-    messages, last = [], time.monotonic()
     try:
-        while time.monotonic() - last < idle_seconds:
-            message = consumer.poll(0.2)
-            if message is not None and message.error() is None:
-                messages.append(message)
-                last = time.monotonic()
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        bounds = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions}
+        position = {p: low for p, (low, high) in bounds.items() if high > low}
+        consumer.assign([TopicPartition(topic, p, offset) for p, offset in position.items()])
+        messages = []
+        deadline = time.monotonic() + timeout
+        while any(position[p] < bounds[p][1] for p in position):
+            assert time.monotonic() < deadline, f"{topic}: read up to {position} of {bounds} in {timeout:g} s"
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            assert message.error() is None, message.error()
+            messages.append(message)
+            position[message.partition()] = message.offset() + 1
     finally:
         consumer.close()
     return messages

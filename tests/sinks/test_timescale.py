@@ -224,21 +224,39 @@ def test_rows_wait_while_the_database_is_away_and_are_written_when_it_returns(po
         "retries": metric("flead_sink_retries_total"),
         "buffered": metric("flead_sink_buffered_rows"),
     }
-    writer = BufferedWriter(lambda: connect(database, timeout=2), backoff=(0.05, 0.2))
+    away, reconnecting, release = threading.Event(), threading.Event(), threading.Event()
+
+    def reconnect():
+        if away.is_set():  # the database is down: the writer's attempt is held until the test lets it go
+            reconnecting.set()
+            release.wait(60)
+        return connect(database, timeout=2)
+
+    writer = BufferedWriter(reconnect, backoff=(0.05, 0.2))
     writer.put([model(i) for i in range(100)])
     wait_for(lambda: writer.written == 100)
     postgres.stop_server()
+    away.set()
     try:
-        started = time.monotonic()
-        for start in range(100, 300, 20):
-            writer.put([model(i) for i in range(start, start + 20)])
-        assert time.monotonic() - started < 0.1  # put never waits for the database
+        writer.put([model(i) for i in range(100, 120)])  # its write fails, and the writer reconnects ...
+        assert reconnecting.wait(15), "the writer did not try to reconnect"
+        # ... and stays inside connect() while nine more puts come: put never waits for the database
+        putting = threading.Thread(
+            target=lambda: [writer.put([model(i) for i in range(start, start + 20)]) for start in range(120, 300, 20)],
+            daemon=True,
+        )
+        putting.start()
+        putting.join(30)
+        assert not putting.is_alive(), "put() waited for the writer's reconnect"
+        assert writer.buffered == 200
+        release.set()
         wait_for(lambda: writer.retries >= 2)
         assert writer.buffered == 200
         assert metric("flead_sink_buffered_rows") - before["buffered"] == 200
         assert metric("flead_sink_write_errors_total") - before["errors"] >= 2
         assert metric("flead_sink_retries_total") - before["retries"] >= 2
     finally:
+        release.set()
         postgres.start_again()
     wait_for(lambda: writer.written == 300, timeout=20)
     assert writer.close(5) == 0
