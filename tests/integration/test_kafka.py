@@ -11,12 +11,13 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
 import psycopg
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from dataflows.config import KafkaSettings
@@ -421,27 +422,68 @@ def test_a_restart_whose_next_messages_were_deleted_reads_on_from_the_oldest_lef
     assert f"{topic} partition 0: offsets 9946 to 9965 are no longer on the topic" in logged
 
 
-def test_start_up_waits_for_the_leader_of_a_global_model_topic_created_a_moment_before(kafka):
+def kafka_settings(kafka: KafkaServer, topics: dict[str, str]) -> KafkaSettings:
+    """The Kafka settings of a dataflow with the topics of :func:`topics_env`."""
+    return KafkaSettings(
+        brokers=(kafka.bootstrap,),
+        config={},
+        tail=False,
+        idle_seconds=3,
+        connect_seconds=10,
+        telemetry_topic=topics["FLEAD_TOPIC_TELEMETRY"],
+        anomalies_topic=topics["FLEAD_TOPIC_ANOMALIES"],
+        local_updates_topic=topics["FLEAD_TOPIC_LOCAL_UPDATES"],
+        global_models_topic=topics["FLEAD_TOPIC_GLOBAL_MODELS"],
+        dead_letters_topic=topics["FLEAD_TOPIC_DEAD_LETTERS"],
+    )
+
+
+def test_start_up_waits_for_the_leader_of_a_global_model_topic_created_a_moment_before(kafka, monkeypatch):
     """Start-up creates missing topics and then reads the newest global model. A partition
-    created a moment before may have no leader yet ("Not leader for partition"). Without the
-    wait, 6 of 150 such reads failed here, so 50 catch it in most runs; a unit test covers the
-    wait itself (tests/dataflow/test_kafka_io.py)."""
-    for _ in range(50):
-        topics = topics_env(kafka)
-        settings = KafkaSettings(
-            brokers=(kafka.bootstrap,),
-            config={},
-            tail=False,
-            idle_seconds=3,
-            connect_seconds=10,
-            telemetry_topic=topics["FLEAD_TOPIC_TELEMETRY"],
-            anomalies_topic=topics["FLEAD_TOPIC_ANOMALIES"],
-            local_updates_topic=topics["FLEAD_TOPIC_LOCAL_UPDATES"],
-            global_models_topic=topics["FLEAD_TOPIC_GLOBAL_MODELS"],
-            dead_letters_topic=topics["FLEAD_TOPIC_DEAD_LETTERS"],
-        )
-        ensure_topics(settings, check_brokers(settings))
-        assert newest_global_model(settings) is None
+    created a moment before may have no leader yet ("Not leader for partition").
+
+    The window is provoked: 20 global-model topics are created in one request, and each is read
+    the moment its creation is confirmed, all at once. Without the wait, 15 to 19 of such 20
+    reads failed in each try here, and the test failed 10 times in 10. (One read at a time
+    after start-up's own creation, as this test did before, about 4 % failed: 6 of 150, 2 of
+    50.) The reads that met a partition without a leader are counted on their way to the wait,
+    so the test also fails if the window was not hit. A unit test covers the wait itself
+    (tests/dataflow/test_kafka_io.py)."""
+    admin_module = sys.modules[newest_global_model.__module__]
+    retry = admin_module.retry_until_partitions_ready
+    not_ready: list[str] = []
+
+    def counting_retry(read, seconds, pause=0.1):
+        def counted_read():
+            try:
+                return read()
+            except KafkaException as exc:
+                if exc.args[0].code() in admin_module.PARTITION_NOT_READY:
+                    not_ready.append(exc.args[0].name())
+                raise
+
+        return retry(counted_read, seconds, pause)
+
+    monkeypatch.setattr(admin_module, "retry_until_partitions_ready", counting_retry)
+    readers = [kafka_settings(kafka, topics_env(kafka)) for _ in range(20)]
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})  # kept: its futures end with it
+    created = admin.create_topics([NewTopic(reader.global_models_topic, 1, 1) for reader in readers])
+
+    def read_once_created(reader: KafkaSettings):
+        created[reader.global_models_topic].result(30)
+        return newest_global_model(reader)
+
+    with ThreadPoolExecutor(len(readers)) as pool:
+        assert list(pool.map(read_once_created, readers)) == [None] * len(readers)
+    assert not_ready, "no read met a partition without a leader: the test proved nothing"
+
+    # start-up's own sequence on fresh topics: it makes all five, then reads the (empty) newest
+    settings = kafka_settings(kafka, topics_env(kafka))
+    ensure_topics(settings, check_brokers(settings))
+    assert newest_global_model(settings) is None
+    assert {settings.telemetry_topic, settings.global_models_topic, settings.dead_letters_topic} <= check_brokers(
+        settings
+    )
 
 
 def test_a_broker_that_stops_answering_for_a_while_loses_nothing(kafka, nab_sample, replay_reference, tmp_path):
