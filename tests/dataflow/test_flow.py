@@ -83,7 +83,7 @@ def test_local_updates_and_global_versions(run):
     assert sum(u["samples_processed"] for u in updates) == summary["rows_processed"]  # every round closes
     assert [m["global_version"] for m in models] == list(range(1, summary["global_versions"] + 1))
     assert summary["global_versions"] == summary["local_updates"] // 20
-    assert all(m["num_updates"] == 20 and 1 <= m["num_devices"] <= 3 for m in models)
+    assert models and all(m["num_updates"] == 20 and 1 <= m["num_devices"] <= 3 for m in models)
     per_device: dict[str, list[int]] = {}
     for update in updates:
         per_device.setdefault(update["device_id"], []).append(update["model_version"])

@@ -48,6 +48,7 @@ def test_a_replay_survives_the_database_going_away(postgres, database, tmp_path)
     files = {name: (tmp_path / "out" / f"{name}.jsonl").read_bytes().splitlines() for name in TABLES}
     assert counts(database) == {name: len(lines) for name, lines in files.items()}
     in_files = {(r["device_id"], r["model_version"]) for r in map(orjson.loads, files["local_models"])}
+    assert in_files, "the run wrote no local models: the comparison would prove nothing"
     with connect(database) as conn:
         in_table = set(conn.execute("SELECT device_id, model_version FROM local_models").fetchall())
     assert in_table == in_files

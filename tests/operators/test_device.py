@@ -217,7 +217,8 @@ def test_without_labels_the_logistic_model_does_not_learn():
     device = DeviceState("d1", SETTINGS)
     results = feed(device, [10.0, 10.2, 9.8, 10.1, 9.9, 10.0, 100.0, 10.0])
     assert not device.model.trained
-    assert all(update.labelled == 0 and update.accuracy is None for _, update in results if update is not None)
+    updates = [update for _, update in results if update is not None]
+    assert len(updates) == 2 and all(update.labelled == 0 and update.accuracy is None for update in updates)
 
 
 def test_a_label_trains_the_model_when_it_arrives_late():
