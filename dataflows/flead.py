@@ -28,6 +28,7 @@ import bytewax.operators as op
 import orjson
 from bytewax.dataflow import Dataflow, Stream
 
+from dataflows import stopping
 from dataflows.config import KafkaSettings, Settings, start_or_exit
 from dataflows.loopback import loopback_path
 from dataflows.sources import ReplaySource
@@ -274,7 +275,9 @@ def earlier_global_model(settings: Settings) -> GlobalModel | None:
 
 def prepared_flow(settings: Settings) -> Dataflow:
     prepare(settings)
-    return build_flow(settings, earlier_global_model(settings))
+    flow = build_flow(settings, earlier_global_model(settings))
+    stopping.install()
+    return flow
 
 
 def __getattr__(name: str) -> Dataflow:

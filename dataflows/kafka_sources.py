@@ -13,6 +13,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
 
+from dataflows import stopping
 from dataflows.config import KafkaSettings
 from dataflows.kafka_admin import BrokersUnreachable, global_model_of, retry_until_partitions_ready, topic_parts
 from instrumentation import metrics
@@ -55,7 +56,7 @@ class _TelemetryPartition(StatefulSourcePartition[TelemetryItem, int]):
     def next_batch(self) -> list[TelemetryItem]:
         """A message whose device id can be read plainly goes to its shard undecoded, to be
         decoded and validated there, as in a replay; any other is decoded here."""
-        if self._at_end:
+        if self._at_end or stopping.requested():
             raise StopIteration
         items: list[TelemetryItem] = []
         read = 0
@@ -190,6 +191,8 @@ class _GlobalModelPartition(StatefulSourcePartition[GlobalModel, int]):
     def next_batch(self) -> list[GlobalModel]:
         """What librdkafka has fetched so far, without waiting: this runs on the worker's thread,
         which processes nothing while it waits, and it is polled every 50 ms anyway."""
+        if stopping.requested():
+            raise StopIteration
         models = []
         for message in self.consumer.consume(100, 0):
             error = message.error()

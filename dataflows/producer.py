@@ -24,6 +24,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.operators import StatefulBatchLogic
 
+from dataflows import stopping
 from dataflows.config import ConfigError, Settings, start_or_exit
 from dataflows.kafka_admin import check_brokers, ensure_topics
 from dataflows.replay_files import read_replay
@@ -95,6 +96,8 @@ class _ReplayToTopic(StatefulSourcePartition[list[KafkaRecord] | Produced, tuple
         return islice(rows, self._position.rows, None)
 
     def next_batch(self) -> list[list[KafkaRecord] | Produced]:
+        if stopping.requested():
+            raise StopIteration
         allowed = self._batch_size
         if self._rate:
             due = int((self._clock() - self._started) * self._rate) - self._sent_since_start
@@ -210,6 +213,7 @@ def build_producer(settings: Settings) -> Dataflow:
 def checked_producer(settings: Settings) -> Dataflow:
     flow = build_producer(settings)
     ensure_topics(settings.kafka, check_brokers(settings.kafka))
+    stopping.install()
     return flow
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from dataflows import stopping
 from dataflows.loopback import LoopbackReader
 from dataflows.replay_files import Record, read_replay
 from dataflows.thread_state import hold_thread_state
@@ -54,6 +55,8 @@ class _ReplayPartition(StatefulSourcePartition[ReplayItem, ReplayPosition]):
         self._loopback = LoopbackReader(loopback, loopback_offset)
 
     def next_batch(self) -> list[ReplayItem]:
+        if stopping.requested():
+            raise StopIteration
         models = self._loopback.poll()
         rows = list(islice(self._records, self._batch_size))
         if rows:

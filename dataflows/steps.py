@@ -8,6 +8,7 @@ from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
+from dataflows import stopping
 from dataflows.snapshots import Snapshot, StoredSnapshot, thaw
 from dataflows.thread_state import hold_thread_state
 from instrumentation import metrics
@@ -83,6 +84,8 @@ class ShardLogic(StatefulBatchLogic[ShardBatch | GlobalModel, ShardResult, Snaps
         return ([result] if result.updates else []), StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[ShardResult], bool]:
+        if stopping.requested():  # not the end of the input: rounds stay open for a resume
+            return [], StatefulBatchLogic.RETAIN
         return [self.state.finish()], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> Snapshot:
@@ -141,6 +144,8 @@ class EvaluationLogic(StatefulBatchLogic[ShardCounters, dict[str, Any], Snapshot
         return rows, StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[dict[str, Any]], bool]:
+        if stopping.requested():  # the versions in force are still being evaluated
+            return [], StatefulBatchLogic.RETAIN
         return self.aggregator.finish(), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> Snapshot:
@@ -220,6 +225,8 @@ class SummaryLogic(StatefulBatchLogic[SummaryInput, tuple[str, Any], Snapshot]):
     def on_eof(self) -> tuple[list[tuple[str, Any]], bool]:
         elapsed = time.monotonic() - self.started
         summary = {**self.totals.summary(), "seconds_since_first_rows": round(elapsed, 3)}
+        if stopping.stopped_by() is not None:
+            summary["stopped_by"] = stopping.stopped_by()
         if self.collector is None:
             return [("summary", summary)], StatefulBatchLogic.RETAIN
         return [("summary", summary), ("report", self.collector.report(summary))], StatefulBatchLogic.RETAIN

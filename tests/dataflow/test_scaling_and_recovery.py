@@ -96,3 +96,47 @@ def test_an_aborted_run_resumes_to_the_same_totals(tmp_path):
         lines = (out / name).read_bytes().count(b"\n")
         assert lines == (tmp_path / "uninterrupted" / name).read_bytes().count(b"\n")
     assert_same_anomalies(out, tmp_path / "uninterrupted")
+
+
+def test_a_run_stopped_by_ctrl_c_drains_writes_its_summary_and_resumes_to_the_same_totals(tmp_path):
+    """SIGINT here; the live dataflow's stop test sends SIGTERM (the same handler)."""
+    stop_signal = signal.SIGINT
+    bundled = REPO / "data" / "nab"
+    reference = run(bundled, tmp_path / "uninterrupted")
+
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
+    out = tmp_path / "resumed"
+    command = flead_command("-r", str(recovery), "-s", "1", "-b", "0")
+    env = environment(bundled, out, FLEAD_PROGRESS_SECONDS="0.2")
+    first = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal delivers Ctrl-C
+    )
+    for line in first.stdout:
+        if line.startswith("flead: read ") and int(line.split()[2].replace(",", "")) >= 20_000:
+            break
+    first.send_signal(stop_signal)
+    rest = first.stdout.read()
+    assert first.wait(timeout=120) == 0, rest[-2000:]
+    stopped = orjson.loads((out / "summary.json").read_bytes())
+    assert stopped["stopped_by"] == stop_signal.name
+    assert 20_000 <= stopped["rows_read"] < reference["rows_read"]
+    assert stopped["rows_read"] == stopped["rows_processed"] + stopped["rows_rejected"]
+    assert (out / "report.html").exists()
+
+    second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "flead: resuming the replay" in second.stdout, "the second run started from scratch"
+    summary = orjson.loads((out / "summary.json").read_bytes())
+    assert "stopped_by" not in summary
+    assert comparable(summary) == comparable(reference)
+    for name in ("local_models.jsonl", "federated_models.jsonl"):
+        lines = (out / name).read_bytes().count(b"\n")
+        assert lines == (tmp_path / "uninterrupted" / name).read_bytes().count(b"\n")
+    assert_same_anomalies(out, tmp_path / "uninterrupted")
