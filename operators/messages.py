@@ -3,10 +3,19 @@
 A message is ``{"device_id": str, "timestamp": ISO-8601 | epoch s | epoch ms,
 "data": number | {name: number}, "label": 0 | 1 (optional)}``. Every input that is
 not a valid message becomes a :class:`Rejection` with a reason; nothing raises.
+
+Hostile input (``tests/hostile.py``) decides some edges: a message that is empty or only
+whitespace is ``empty_message``; ``NaN``, ``Infinity`` and numbers past float range are read
+as the numbers they stand for, so that they are rejected for what they are where they are
+(``non_finite_value`` in the telemetry or anywhere else, ``invalid_timestamp`` as the time,
+``invalid_label`` as the label), as the same text is in a CSV cell; a finite value beyond
+±1e150 is ``invalid_value`` (its square would overflow the detectors' sums); a time must lie
+between 1970 and the year 9999; a field name must be printable.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -120,6 +129,10 @@ class InvalidMessage(ValueError):
 
 _DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/@-]*\Z")
 _MAX_FIELD_NAME = 64
+MAX_VALUE = 1e150
+"""A telemetry value's largest magnitude: its square, and a window's sum of squares, stay finite."""
+LATEST_TIME = 253_402_300_799.0
+"""9999-12-31T23:59:59Z: ISO-8601 (and every output's time) ends with the year 9999."""
 
 
 def excerpt(raw: bytes | str) -> str:
@@ -135,16 +148,53 @@ def decode_message(raw: bytes, source: str, limits: MessageLimits) -> Telemetry 
     now = time.time()
     if len(raw) > limits.max_bytes:
         return Rejection("oversized_message", excerpt(raw), source, now, f"{len(raw)} bytes > {limits.max_bytes}")
+    if not raw or raw.isspace():
+        return Rejection("empty_message", excerpt(raw), source, now, "only whitespace" if raw else "")
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        return Rejection("invalid_json", excerpt(raw), source, now, str(exc)[:200])
+        obj = _with_non_finite_numbers(raw)
+        if obj is None:
+            return Rejection("invalid_json", excerpt(raw), source, now, str(exc)[:200])
+        try:
+            validate_message(obj, limits, now)
+        except InvalidMessage as invalid:
+            return Rejection(invalid.reason, excerpt(raw), source, now, invalid.detail)
+        detail = "NaN, Infinity or a number past float range outside the telemetry"
+        return Rejection("non_finite_value", excerpt(raw), source, now, detail)
     try:
         reading = validate_message(obj, limits, now)
     except InvalidMessage as exc:
         return Rejection(exc.reason, excerpt(raw), source, now, exc.detail)
     reading.ingested_at = now
     return reading
+
+
+def _with_non_finite_numbers(raw: bytes) -> Any:
+    """``raw`` decoded with ``NaN``, ``Infinity``, ``-Infinity`` and numbers past float range
+    read as floats; ``None`` unless it holds such a number and is JSON otherwise.
+
+    Only for a message orjson refused (it accepts none of them): such a message is never
+    accepted, but it is rejected for the number and where it stands, as a CSV cell saying
+    ``NaN`` or ``1e400`` is.
+    """
+    found = False
+
+    def non_finite(text: str) -> float:
+        nonlocal found
+        number = float(text)
+        if not math.isfinite(number):
+            found = True
+        return number
+
+    def integer(text: str) -> int | float:
+        return int(text) if len(text) < 19 else non_finite(text)
+
+    try:
+        obj = json.loads(raw.decode(), parse_constant=non_finite, parse_float=non_finite, parse_int=integer)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return obj if found else None
 
 
 def decode_raw(message: RawMessage, limits: MessageLimits) -> Telemetry | Rejection:
@@ -162,13 +212,14 @@ _PLAIN_DEVICE_ID = re.compile(rb'"device_id"\s*:\s*"([^"\\]*)"')
 def peek_device_id(raw: bytes) -> str | None:
     """The device id of a JSON message, read without decoding it, when it is written plainly.
 
-    ``None`` when it is not: no ``"device_id"``, more than one, escapes in the id, or bytes
-    that are not UTF-8. Such a message must be decoded to be routed. For a message that is
-    valid, the id found here is the one decoding finds: the key occurs once, and an id with
-    no backslash is its own JSON string.
+    ``None`` when it is not: no ``"device_id"``, more than one, escapes in the id, a ``\\u``
+    escape anywhere, or bytes that are not UTF-8. Such a message must be decoded to be routed.
+    For a message that is valid, the id found here is the one decoding finds: the key occurs
+    once, no other key can be an escaped ``device_id`` (``"device_\\u0069d"``; only ``\\u``
+    escapes make letters), and an id with no backslash is its own JSON string.
     """
     found = _PLAIN_DEVICE_ID.search(raw)
-    if found is None or raw.count(b'"device_id"') != 1:
+    if found is None or raw.count(b'"device_id"') != 1 or b"\\u" in raw:
         return None
     try:
         return found[1].decode()
@@ -205,13 +256,15 @@ def validate_timestamp(value: Any, limits: MessageLimits, now: float) -> float:
     if value is None:
         raise InvalidMessage("missing_timestamp")
     timestamp = parse_timestamp(value)
+    if timestamp > LATEST_TIME:
+        raise InvalidMessage("future_timestamp", "after the year 9999")
     if timestamp > now + limits.max_future_seconds:
         raise InvalidMessage("future_timestamp", f"{iso_timestamp(timestamp)} is in the future")
     return timestamp
 
 
 def parse_timestamp(value: Any) -> float:
-    """Seconds since the epoch from ISO-8601 text (no zone = UTC) or epoch seconds/ms."""
+    """Seconds since the epoch from ISO-8601 text (no zone = UTC) or epoch seconds/ms; not before 1970."""
     if isinstance(value, bool):
         raise InvalidMessage("invalid_timestamp", "a boolean is not a time")
     if isinstance(value, (int, float)):
@@ -226,7 +279,10 @@ def parse_timestamp(value: Any) -> float:
             raise InvalidMessage("invalid_timestamp", f"{value[:40]!r} is not ISO-8601") from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
-        return parsed.timestamp()
+        seconds = parsed.timestamp()
+        if seconds < 0:
+            raise InvalidMessage("invalid_timestamp", f"{value[:40]!r} is before 1970")
+        return seconds
     raise InvalidMessage("invalid_timestamp", f"not a string or number: {type(value).__name__}")
 
 
@@ -238,6 +294,8 @@ def validate_values(data: Any, limits: MessageLimits) -> dict[str, float]:
             continue
         if len(name) > _MAX_FIELD_NAME:
             raise InvalidMessage("invalid_field", f"field name longer than {_MAX_FIELD_NAME} characters")
+        if not name.isprintable():
+            raise InvalidMessage("invalid_field", f"{name!r}: control or invisible characters in a field name")
         values[name] = _number(name, value)
     if not values:
         raise InvalidMessage("missing_data", "no telemetry field")
@@ -249,9 +307,14 @@ def validate_values(data: Any, limits: MessageLimits) -> dict[str, float]:
 def _number(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidMessage("invalid_value", f"{name} is not a number")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int past float range
+        number = math.inf
     if not math.isfinite(number):
         raise InvalidMessage("non_finite_value", f"{name} is {value}")
+    if not -MAX_VALUE <= number <= MAX_VALUE:
+        raise InvalidMessage("invalid_value", f"{name} is {value}, beyond ±{MAX_VALUE:g}")
     return number
 
 

@@ -88,9 +88,14 @@ def test_each_kind_of_bad_message_is_rejected_with_its_reason(message, expected_
 
 
 def test_non_finite_numbers_are_rejected():
-    # JSON has no NaN or Infinity, but some producers write them anyway; a decoder that
-    # accepts them, or a CSV row, hands validation a non-finite float.
-    assert reason(b'{"device_id": "d", "timestamp": 1, "data": NaN}') == "invalid_json"
+    # JSON has no NaN or Infinity, but some producers write them anyway (as a CSV cell can):
+    # they are rejected for what they are where they are, never accepted.
+    assert reason(b'{"device_id": "d", "timestamp": 1, "data": NaN}') == "non_finite_value"
+    assert reason(b'{"device_id": "d", "timestamp": 1, "data": {"t": 1e400}}') == "non_finite_value"
+    assert reason(b'{"device_id": "d", "timestamp": -Infinity, "data": 1}') == "invalid_timestamp"
+    assert reason(b'{"device_id": "d", "timestamp": 1, "data": 1, "label": NaN}') == "invalid_label"
+    assert reason(b'{"device_id": "d", "timestamp": 1, "data": 1, "note": Infinity}') == "non_finite_value"
+    assert reason(b'{"device_id": "d", "timestamp": 1, "data": nan}') == "invalid_json"
     with pytest.raises(InvalidMessage) as raised:
         validate_values({"temp": float("inf")}, LIMITS)
     assert raised.value.reason == "non_finite_value"
