@@ -11,12 +11,17 @@ Each file is expected in time order (as logs and exports are); files are merged 
 timestamp. A rejected row keeps its place in its file's order. A single JSON Lines file
 needs no merging, so its lines go out undecoded (:class:`RawMessage`), to be decoded by the
 shard that owns their device.
+
+A JSON line's message is the line without its ``\n`` (a blank line is no message); a CSV row
+is checked as the message it stands for, its size (its cells' UTF-8 and the commas between
+them) against the same limit.
 """
 
 from __future__ import annotations
 
 import csv
 import heapq
+import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,6 +103,8 @@ def _read_json_lines(file: Path, limits: MessageLimits, decode: bool) -> Iterato
                 line_number += 1
                 if line.isspace():
                     continue
+                if line[-1] == 10:  # b"\n": the message is the line without it
+                    line = line[:-1]
                 device_id = None if decode else peek_device_id(line)
                 if device_id is not None:
                     yield new_raw_message(RawMessage, (device_id, line, source, line_number, read_at))
@@ -108,8 +115,15 @@ def _read_json_lines(file: Path, limits: MessageLimits, decode: bool) -> Iterato
                 yield record
 
 
+CSV_FIELD_LIMIT = (1 << 31) - 1
+"""The csv module's own limit on a cell (131,072 characters by default, past which it raises);
+rows are measured against ``FLEAD_MAX_MESSAGE_BYTES`` instead, as messages are."""
+
+
 def _read_csv(file: Path, default_device_id: str, limits: MessageLimits) -> Iterator[Record]:
     source = f"file:{file}"
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
     with file.open(newline="", encoding="utf-8", errors="replace") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
@@ -120,15 +134,33 @@ def _read_csv(file: Path, default_device_id: str, limits: MessageLimits) -> Iter
         except InvalidMessage as exc:
             yield Rejection(exc.reason, excerpt(",".join(header)), f"{source}:1", time.time(), exc.detail)
             return
-        for row_number, row in enumerate(reader, start=2):
+        for row_number in itertools.count(2):
+            try:
+                row = next(reader, None)
+            except csv.Error as exc:  # not expected with these settings: the row is lost, not the file
+                yield Rejection("invalid_row", "", f"{source}:{row_number}", time.time(), str(exc)[:200])
+                continue
+            if row is None:
+                return
             if not row:
                 continue
             try:
+                _check_row_size(row, limits.max_bytes)
                 if columns.fields is None:
                     columns.infer_fields(row)
                 yield columns.telemetry(row, default_device_id, limits)
             except InvalidMessage as exc:
                 yield Rejection(exc.reason, excerpt(",".join(row)), f"{source}:{row_number}", time.time(), exc.detail)
+
+
+def _check_row_size(row: list[str], max_bytes: int) -> None:
+    """A row is as large as its cells' UTF-8 and the commas between them (its text unquoted)."""
+    characters = sum(map(len, row)) + len(row) - 1
+    if characters * 4 <= max_bytes:  # 4 bytes a character at most: no need to encode
+        return
+    size = characters if characters > max_bytes else len(",".join(row).encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise InvalidMessage("oversized_message", f"a row of {size} bytes or more > {max_bytes}")
 
 
 class CsvColumns:

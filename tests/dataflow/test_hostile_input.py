@@ -1,0 +1,88 @@
+"""Hostile input through the whole dataflow (``bytewax.testing.run_main``), from a JSON Lines file,
+a CSV file and a directory holding both (where every row is decoded at the source and merged).
+
+Every path must read every message it carries and account for it (read = processed +
+rejected, nothing unaccounted, every dead letter with a known reason), each message must get
+the verdict worked out for its kind, and the same verdict on every path that carries it
+(``tests/hostile.py`` says which do). The Kafka path is ``tests/integration/test_hostile_kafka.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from operators.messages import REJECTION_REASONS
+from tests.hostile import (
+    PROCESSED,
+    SUITE_N,
+    SUITE_SEED,
+    Replay,
+    disagreements,
+    hostile_cases,
+    replayed,
+    shared_cases,
+    summary_problems,
+)
+
+N = SUITE_N
+SEED = SUITE_SEED
+INPUTS = {
+    "json_lines": ("hostile.jsonl",),
+    "csv": ("hostile.csv",),
+    "both": ("hostile.jsonl", "hostile.csv"),
+}
+
+
+@pytest.fixture(scope="module")
+def cases():
+    return list(shared_cases(N, SEED))
+
+
+@pytest.fixture(params=list(INPUTS))
+def each_run(request) -> Replay:
+    return replayed(N, SEED, INPUTS[request.param])
+
+
+def test_the_generator_is_reproducible_and_hostile(cases):
+    assert [case.raw for case in hostile_cases(2_000, SEED)] == [case.raw for case in cases[:2_000]]
+    assert [case.raw for case in hostile_cases(2_000, SEED + 1)] != [case.raw for case in cases[:2_000]]
+    kinds = {case.kind for case in cases}
+    assert len(kinds) == 19, kinds
+    assert sum(case.csv_row is not None for case in cases) > N // 3
+    assert sum(case.line is None for case in cases) > 0 and sum(b"\n" in case.raw for case in cases) > N // 100
+    assert sum(len(case.raw) >= 1 << 20 for case in cases) == N // 5_000
+    rejected = {case.expected for case in cases} - {PROCESSED, None}
+    assert rejected == set(REJECTION_REASONS) - {"device_limit", "invalid_row", "kafka_error", "missing_field"}
+
+
+def test_every_message_is_read_and_accounted_for(each_run):
+    found = [verdict for verdicts in each_run.verdicts.values() for verdict in verdicts.values()]
+    assert summary_problems(each_run.summary, found) == []
+    assert len(each_run.dead_letters) == each_run.summary["rows_rejected"]
+    assert {letter["reason"] for letter in each_run.dead_letters} <= set(REJECTION_REASONS)
+
+
+def test_every_message_gets_the_verdict_of_its_kind(cases, each_run):
+    for found in each_run.verdicts.values():
+        wrong = disagreements(cases, found)
+        assert not wrong, f"{len(wrong)} wrong verdicts, the first: " + "\n".join(wrong[:10])
+
+
+def test_the_same_message_gets_the_same_verdict_from_a_json_line_and_a_csv_row(cases):
+    lines = replayed(N, SEED, INPUTS["json_lines"]).verdicts["hostile.jsonl"]
+    rows = replayed(N, SEED, INPUTS["csv"]).verdicts["hostile.csv"]
+    assert len(rows) > N // 3
+    differ = [
+        (i, lines[i], rows[i], cases[i].raw[:100], [cell[:40] for cell in cases[i].csv_row])
+        for i in rows
+        if rows[i] != lines[i]
+    ]
+    assert not differ, f"{len(differ)} messages differ (index, as a line, as a row, message, row): {differ[:5]}"
+
+
+def test_decoding_at_the_source_or_in_the_shards_gives_the_same_verdicts():
+    """A single JSON Lines file goes to the shards undecoded; in a directory of files every row
+    is decoded at the source and the files are merged: the verdicts are the same."""
+    both = replayed(N, SEED, INPUTS["both"]).verdicts
+    assert both["hostile.jsonl"] == replayed(N, SEED, INPUTS["json_lines"]).verdicts["hostile.jsonl"]
+    assert both["hostile.csv"] == replayed(N, SEED, INPUTS["csv"]).verdicts["hostile.csv"]
