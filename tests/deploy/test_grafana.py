@@ -2,8 +2,10 @@
 
 - Static checks (no server): the panels are there, every query's data source is provisioned,
   the SQL needs nothing TimescaleDB-only, panels do not overlap.
-- Against a real PostgreSQL filled by a replay run with the database sink: every SQL query
-  of the dashboard (panels and the ``device`` variable), expanded as Grafana expands it
+- Against a real database filled by a replay run with the database sink, once on plain
+  PostgreSQL and once on PostgreSQL with TimescaleDB (there with the data source's TimescaleDB
+  option on, so that ``$__timeGroup`` becomes ``time_bucket``): every SQL query of the
+  dashboard (panels and the ``device`` variable), expanded as Grafana expands it
   (``tests/deploy/grafana_macros.py``), runs as the read-only Grafana login that
   ``deploy/compose/initdb/10-grafana-reader.sh`` creates, and returns rows.
 - Against a scrape of ``/metrics`` of a Kafka-mode run: every PromQL expression names metrics,
@@ -88,11 +90,15 @@ def promql_targets() -> list[tuple[str, dict]]:
     ]
 
 
-def grafana_query(query: SqlQuery, device: str | list[str] = ALL) -> Query:
+def grafana_query(query: SqlQuery, device: str | list[str] = ALL, timescaledb: bool | None = None) -> Query:
+    """What Grafana knows for ``query``; ``timescaledb``: the data source's option (by default
+    as provisioned)."""
+    if timescaledb is None:
+        timescaledb = DATASOURCES["flead-postgres"]["jsonData"].get("timescaledb", False)
     return Query(
         TIME_FROM,
         TIME_TO,
-        timescaledb=DATASOURCES["flead-postgres"]["jsonData"].get("timescaledb", False),
+        timescaledb=timescaledb,
         min_interval=query.min_interval,
         variables={"device": device},
         multi_value=frozenset({"device"}),
@@ -141,11 +147,11 @@ def test_every_query_uses_a_provisioned_data_source_of_its_type():
 
 
 def test_the_sql_uses_no_timescaledb_function_and_grafana_expands_it_for_plain_postgresql():
-    """Static: no TimescaleDB-only function, and Grafana's TimescaleDB option off (nothing here
-    runs the SQL on TimescaleDB; the tests below run it on plain PostgreSQL).
+    """Static: no TimescaleDB-only function, and Grafana's TimescaleDB option off as provisioned.
 
     With the option on, Grafana expands $__timeGroup to time_bucket(), which plain
-    PostgreSQL lacks; off, it expands to arithmetic that runs on both.
+    PostgreSQL lacks; off, it expands to arithmetic that runs on both. The tests below run
+    every query on both servers, with the option on for TimescaleDB.
     """
     timescale_only = re.compile(
         r"\b(time_bucket|time_bucket_gapfill|locf|interpolate|first|last|histogram|approximate_row_count|"
@@ -158,6 +164,8 @@ def test_the_sql_uses_no_timescaledb_function_and_grafana_expands_it_for_plain_p
         assert not timescale_only.search(query.sql), f"{query}: uses a TimescaleDB-only function"
         assert "time_bucket" not in expand(query.sql, grafana_query(query)), f"{query}: expands to time_bucket"
     assert DATASOURCES["flead-postgres"]["jsonData"]["timescaledb"] is False
+    grouped = [query for query in queries if "$__timeGroup" in query.sql]
+    assert grouped and all("time_bucket(" in expand(q.sql, grafana_query(q, timescaledb=True)) for q in grouped)
 
 
 def test_every_sql_query_expands_completely():
@@ -191,6 +199,12 @@ def test_panels_do_not_overlap_and_ids_are_unique():
 class FilledDatabase:
     owner_url: str
     reader_url: str
+    timescaledb: bool
+    """The server has TimescaleDB, and the data source's TimescaleDB option is on."""
+
+    def query(self, query: SqlQuery, device: str | list[str] = ALL) -> str:
+        """The panel's SQL as Grafana sends it to this database."""
+        return expand(query.sql, grafana_query(query, device, self.timescaledb))
 
 
 def psql_on_path() -> dict[str, str]:
@@ -207,9 +221,10 @@ def psql_on_path() -> dict[str, str]:
     return {"PATH": f"{found[-1].rsplit('/', 1)[0]}:{path}"}
 
 
-@pytest.fixture(scope="module")
-def filled_database(postgres, nab_sample, tmp_path_factory) -> FilledDatabase:
+@pytest.fixture(scope="module", params=["postgresql", "timescaledb"])
+def filled_database(request, nab_sample, tmp_path_factory) -> FilledDatabase:
     """A fresh database: the Grafana login's script first, then a replay of three NAB series."""
+    postgres = request.getfixturevalue("postgres" if request.param == "postgresql" else "timescaledb")
     name = f"grafana_{uuid.uuid4().hex[:8]}"
     reader = f"grafana_reader_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(postgres.url, autocommit=True) as admin:
@@ -237,7 +252,10 @@ def filled_database(postgres, nab_sample, tmp_path_factory) -> FilledDatabase:
         capture_output=True,
         timeout=300,
     )
-    return FilledDatabase(owner_url, reader_url)
+    with psycopg.connect(owner_url) as conn:
+        extension = conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'").fetchone()[0]
+    assert extension == (request.param == "timescaledb"), "the replay did not run in the expected mode"
+    return FilledDatabase(owner_url, reader_url, request.param == "timescaledb")
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +273,7 @@ def one_device(filled_database) -> str:
 @pytest.mark.parametrize("query", sql_queries(), ids=str)
 def test_every_sql_query_runs_on_the_real_schema_and_returns_rows(filled_database, query):
     with psycopg.connect(filled_database.reader_url) as conn:
-        rows = conn.execute(expand(query.sql, grafana_query(query))).fetchall()
+        rows = conn.execute(filled_database.query(query)).fetchall()
     assert rows, f"{query}: no rows"
     assert rows[0][0] is not None, f"{query}: {rows[0]}"
     if query.stat:
@@ -267,9 +285,9 @@ def test_every_sql_query_runs_on_the_real_schema_and_returns_rows(filled_databas
 def test_the_device_variable_filters(filled_database, one_device, query):
     """One device selected: the per-device panels show that device only, and still rows."""
     with psycopg.connect(filled_database.reader_url) as conn:
-        cursor = conn.execute(expand(query.sql, grafana_query(query, [one_device])))
+        cursor = conn.execute(filled_database.query(query, [one_device]))
         chosen, columns = cursor.fetchall(), [column.name for column in cursor.description]
-        every = conn.execute(expand(query.sql, grafana_query(query))).fetchall()
+        every = conn.execute(filled_database.query(query)).fetchall()
     assert chosen, f"{query}: no rows for {one_device}"
     if "device_id" in columns:
         assert {row[columns.index("device_id")] for row in chosen} == {one_device}
@@ -280,7 +298,7 @@ def test_the_device_variable_filters(filled_database, one_device, query):
 def test_the_device_variable_lists_the_devices(filled_database):
     query = next(q for q in sql_queries() if q.where == "variable device")
     with psycopg.connect(filled_database.reader_url) as conn:
-        devices = [row[0] for row in conn.execute(expand(query.sql, grafana_query(query))).fetchall()]
+        devices = [row[0] for row in conn.execute(filled_database.query(query)).fetchall()]
     assert len(devices) == 3 and devices == sorted(devices)
 
 
