@@ -39,6 +39,12 @@ Each :class:`Case` says how each input carries it:
 
 Duplicates repeat an earlier valid message byte for byte; a reading out of order carries a time
 earlier than its device's latest. Both are processed as they come (``docs/operations.md``).
+
+The rest is what the tests and ``bench/hostile_input.py`` share: writing the JSON Lines and CSV
+files (each returns where each case went), reading each case's verdict back from the dead
+letters (their sources end with the line, row or offset), checking a summary against them, a
+replay in-process (:func:`replayed`, once per session for each input) and a run through Kafka
+(:func:`through_kafka`).
 """
 
 from __future__ import annotations
@@ -47,7 +53,10 @@ import csv
 import functools
 import io
 import random
+import subprocess
 import tempfile
+import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -56,6 +65,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 PROCESSED = "processed"
 SUITE_N = 100_000
@@ -865,3 +876,114 @@ def replayed(n: int, seed: int, files: tuple[str, ...]) -> Replay:
     for letter in letters:
         by_file[Path(letter["source"].removeprefix("file:").rsplit(":", 1)[0]).name].append(letter)
     return Replay(summary, letters, {file: verdicts(by_file[file], index_of[file]) for file in files})
+
+
+# -- Kafka ---------------------------------------------------------------------------------------
+
+KAFKA_MAX_MESSAGE = 4 * ONE_MB
+"""The hostile topic's and the producer's limit, so that the 1 MB messages reach FLEAD."""
+
+
+def create_topic(bootstrap: str, name: str) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topic = NewTopic(name, num_partitions=1, config={"max.message.bytes": str(KAFKA_MAX_MESSAGE)})
+    admin.create_topics([topic])[name].result(timeout=30)
+    deadline = time.monotonic() + 30
+    while admin.list_topics(topic=name, timeout=5).topics[name].partitions[0].leader < 0:
+        assert time.monotonic() < deadline, f"{name} has no leader after 30 s"
+        time.sleep(0.1)
+
+
+def produce(bootstrap: str, topic: str, cases: list[Case]) -> dict[int, int]:
+    """Every case's raw bytes, in order, on partition 0; returns each offset → its case's index."""
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "message.max.bytes": KAFKA_MAX_MESSAGE}
+    )
+    offsets: dict[int, int] = {}
+    errors: list[str] = []
+
+    def delivered(index: int):
+        def report(error, message) -> None:
+            if error is not None:
+                errors.append(f"#{index}: {error}")
+            else:
+                offsets[message.offset()] = index
+
+        return report
+
+    for index, made in enumerate(cases):
+        while True:
+            try:
+                producer.produce(topic, made.raw, partition=0, on_delivery=delivered(index))
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    assert producer.flush(120) == 0
+    assert not errors, errors[:5]
+    assert len(offsets) == len(cases)
+    return offsets
+
+
+def consume_all(bootstrap: str, topic: str, timeout: float = 120.0) -> list[dict]:
+    """Every message on partition 0 of ``topic`` up to its end now, as JSON."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4()}"})
+    try:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        consumer.assign([TopicPartition(topic, 0, low)])
+        rows: list[dict] = []
+        next_offset = low
+        deadline = time.monotonic() + timeout
+        while next_offset < high:
+            assert time.monotonic() < deadline, f"{topic}: read up to {next_offset} of {high} in {timeout:g} s"
+            for message in consumer.consume(10_000, 0.5):
+                error = message.error()
+                if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                    continue
+                assert error is None, error
+                rows.append(orjson.loads(message.value()))
+                next_offset = message.offset() + 1
+    finally:
+        consumer.close()
+    return rows
+
+
+class KafkaRun(NamedTuple):
+    summary: dict
+    dead_letters: list[dict]
+    verdicts: dict[int, str]
+    """Each case's index → its verdict."""
+    produce_seconds: float
+    run_seconds: float
+    """The real command's wall time, start-up and the wait at the end of the topics included."""
+
+
+def through_kafka(bootstrap: str, cases: list[Case], out: Path) -> KafkaRun:
+    """Every case produced raw to a fresh topic, then read by the real command with
+    ``FLEAD_INPUT=kafka FLEAD_KAFKA_TAIL=false``; the dead letters are read back from their topic."""
+    from tests.flead_runs import REPO, environment, flead_command
+
+    suffix = uuid.uuid4().hex[:8]
+    topics = {
+        "FLEAD_KAFKA_BROKERS": bootstrap,
+        "FLEAD_TOPIC_TELEMETRY": f"hostile-{suffix}",
+        "FLEAD_TOPIC_ANOMALIES": f"anomalies-{suffix}",
+        "FLEAD_TOPIC_LOCAL_UPDATES": f"local-model-updates-{suffix}",
+        "FLEAD_TOPIC_GLOBAL_MODELS": f"global-model-updates-{suffix}",
+        "FLEAD_TOPIC_DEAD_LETTERS": f"dead-letters-{suffix}",
+        "FLEAD_KAFKA_IDLE_SECONDS": "3",
+    }
+    create_topic(bootstrap, topics["FLEAD_TOPIC_TELEMETRY"])
+    started = time.perf_counter()
+    offsets = produce(bootstrap, topics["FLEAD_TOPIC_TELEMETRY"], cases)
+    produced = time.perf_counter()
+    env = environment("kafka", out, FLEAD_KAFKA_TAIL="false", **topics)
+    result = subprocess.run(flead_command(), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    ran = time.perf_counter()
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = orjson.loads((out / "summary.json").read_bytes())
+    letters = consume_all(bootstrap, topics["FLEAD_TOPIC_DEAD_LETTERS"])
+    prefix = f"kafka:{topics['FLEAD_TOPIC_TELEMETRY']}:0:"
+    strays = [letter["source"] for letter in letters if not letter["source"].startswith(prefix)]
+    assert not strays, f"dead letters from elsewhere: {strays[:3]}"
+    return KafkaRun(summary, letters, verdicts(letters, offsets), produced - started, ran - produced)
