@@ -9,9 +9,14 @@ the verdict worked out for its kind, and the same verdict on every path that car
 
 from __future__ import annotations
 
+import csv
+from unittest.mock import patch
+
 import pytest
 
-from operators.messages import REJECTION_REASONS
+from dataflows import replay_files
+from dataflows.replay_files import read_replay
+from operators.messages import REJECTION_REASONS, MessageLimits, Rejection
 from tests.hostile import (
     PROCESSED,
     SUITE_N,
@@ -86,3 +91,37 @@ def test_decoding_at_the_source_or_in_the_shards_gives_the_same_verdicts():
     both = replayed(N, SEED, INPUTS["both"]).verdicts
     assert both["hostile.jsonl"] == replayed(N, SEED, INPUTS["json_lines"]).verdicts["hostile.jsonl"]
     assert both["hostile.csv"] == replayed(N, SEED, INPUTS["csv"]).verdicts["hostile.csv"]
+
+
+def test_a_csv_row_with_a_1_mb_cell_is_oversized_and_the_rows_after_it_are_read(tmp_path):
+    path = tmp_path / "fleet.csv"
+    big = "x" * (1 << 20)
+    path.write_text(
+        f"device_id,timestamp,value\npump-1,2024-01-01T00:00:00Z,1\n{big},2024-01-01T00:01:00Z,2\n"
+        "pump-1,2024-01-01T00:02:00Z,3\n"
+    )
+    records = list(read_replay(path, MessageLimits()))
+    assert [getattr(record, "reason", "processed") for record in records] == [
+        "processed",
+        "oversized_message",
+        "processed",
+    ]
+    assert records[1].source == f"file:{path}:3"
+
+
+def test_a_row_the_csv_module_refuses_costs_that_row_only(tmp_path):
+    """Not expected with FLEAD's settings (the csv module's cell limit is raised): should the
+    module refuse a row anyway, the row is a dead letter and the file reads on."""
+    path = tmp_path / "fleet.csv"
+    path.write_text(
+        "timestamp,value\n2024-01-01T00:00:00Z,1\n2024-01-01T00:01:00Z," + "9" * 200 + "\n2024-01-01T00:02:00Z,3\n"
+    )
+    saved = csv.field_size_limit()
+    try:
+        with patch.object(replay_files, "CSV_FIELD_LIMIT", 100):
+            csv.field_size_limit(100)
+            records = list(read_replay(path, MessageLimits()))
+    finally:
+        csv.field_size_limit(saved)
+    assert [getattr(record, "reason", "processed") for record in records] == ["processed", "invalid_row", "processed"]
+    assert [record.values["value"] for record in records if not isinstance(record, Rejection)] == [1.0, 3.0]
