@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 from dataclasses import dataclass
 
@@ -104,8 +105,18 @@ ALTER TABLE federated_models ADD COLUMN IF NOT EXISTS normal_model jsonb;
 class Table:
     name: str
     time_column: str
-    compression: str | None
-    """TimescaleDB compression settings (``ALTER TABLE … SET``); ``None``: a plain table in both modes."""
+    chunk_interval: str | None = None
+    """TimescaleDB's ``chunk_time_interval``; ``None``: a plain table in both modes."""
+    segmentby: str = ""
+    orderby: str | None = None
+    """TimescaleDB's ``compress_orderby``; ``None``: a hypertable that is never compressed."""
+
+    @property
+    def compression(self) -> str | None:
+        """TimescaleDB compression settings (``ALTER TABLE … SET``); ``None``: not compressed."""
+        if self.chunk_interval is None or self.orderby is None:
+            return None
+        return f"timescaledb.compress_segmentby = '{self.segmentby}', timescaledb.compress_orderby = '{self.orderby}'"
 
     @property
     def insert(self) -> str:
@@ -115,27 +126,35 @@ class Table:
         )
 
 
-# Compression keeps the key columns in segmentby or orderby, which TimescaleDB advises for
-# unique constraints on compressed chunks.
+# Sized by `python -m bench.timescale_compression` (docs/operations.md, "Chunks and compression"):
+# no segmentby, because a device has only a few rows in a chunk (one per round, one per
+# anomaly) and per-device segments of a few rows compress worse than the rows themselves;
+# the order puts alike rows next to each other and keeps every key column, which the unique
+# checks of a replay into compressed chunks use. The two small tables get longer chunks so
+# that a chunk holds enough rows to be worth compressing.
 TABLES: dict[str, Table] = {
     table.name: table
     for table in (
-        Table(
-            "local_models",
-            "created_at",
-            "timescaledb.compress_segmentby = 'device_id', "
-            "timescaledb.compress_orderby = 'created_at DESC, model_version'",
-        ),
-        Table("federated_models", "created_at", "timescaledb.compress_orderby = 'created_at DESC, global_version'"),
-        Table(
-            "model_evaluations", "window_start", "timescaledb.compress_orderby = 'window_start DESC, global_version'"
-        ),
-        Table("anomalies", "timestamp", "timescaledb.compress_segmentby = 'device_id'"),
+        Table("local_models", "created_at", "7 days", "", "created_at DESC, device_id, model_version"),
+        Table("federated_models", "created_at", "28 days", "", "created_at DESC, global_version"),
+        # One row per global version: too few rows for a compressed chunk to be smaller.
+        Table("model_evaluations", "window_start", "91 days"),
+        Table("anomalies", "timestamp", "7 days", "", 'device_id, "timestamp" DESC'),
         # A dead letter's arrival time differs on every replay, so a key holding it would not
         # deduplicate: a plain table keyed by a hash of what was rejected, in both modes.
-        Table("dead_letters", "received_at", None),
+        Table("dead_letters", "received_at"),
     )
 }
+
+# What earlier builds set on every hypertable: start-up moves a hypertable that still has
+# them to this build's (settings someone changed by hand are left alone).
+_EARLIER_CHUNK_INTERVAL = "7 days"
+_EARLIER_COMPRESSION = {  # table -> (segmentby, orderby as TimescaleDB reports it, by version)
+    "local_models": ("device_id", ("created_at DESC, model_version",)),
+    "federated_models": ("", ("created_at DESC, global_version",)),
+    "anomalies": ("device_id", ("", '"timestamp" DESC')),  # TimescaleDB's default order
+}
+
 
 # policy kind -> (the job's proc_name, its interval's key in the job config)
 _POLICIES = {"compression": ("policy_compression", "compress_after"), "retention": ("policy_retention", "drop_after")}
@@ -217,26 +236,67 @@ def _create_timescaledb(conn: psycopg.Connection) -> str | None:
 
 def _make_hypertables(conn: psycopg.Connection, compress_after: str | None, retain_for: str | None) -> None:
     new_api = conn.execute("SELECT EXISTS (SELECT FROM pg_proc WHERE proname = 'by_range')").fetchone()[0]
-    dimension = "by_range(%s::name)" if new_api else "%s::name"  # by_range: TimescaleDB >= 2.13
+    # by_range: TimescaleDB >= 2.13
+    dimension = "by_range(%s::name, %s::interval)" if new_api else "%s::name, chunk_time_interval => %s::interval"
     for table in TABLES.values():
-        if table.compression is None:
+        if table.chunk_interval is None:
             continue
         # Our own time index exists already; migrate_data: the table may hold rows from plain mode.
         conn.execute(
             f"SELECT create_hypertable(%s::regclass, {dimension}, create_default_indexes => FALSE, "
             "if_not_exists => TRUE, migrate_data => TRUE)",
-            (table.name, table.time_column),
+            (table.name, table.time_column, table.chunk_interval),
         )
-        if compress_after is not None:
-            enabled = conn.execute(
-                "SELECT compression_enabled FROM timescaledb_information.hypertables "
-                "WHERE hypertable_schema = current_schema() AND hypertable_name = %s",
-                (table.name,),
-            ).fetchone()
-            if not enabled[0]:  # changing the settings fails once chunks are compressed
-                conn.execute(f"ALTER TABLE {table.name} SET (timescaledb.compress, {table.compression})")
-        _set_policy(conn, table.name, "compression", compress_after)
+        _set_chunk_interval(conn, table)
+        compress = compress_after if table.compression is not None else None
+        if compress is not None:
+            _set_compression(conn, table)
+        _set_policy(conn, table.name, "compression", compress)
         _set_policy(conn, table.name, "retention", retain_for)
+
+
+def _set_chunk_interval(conn: psycopg.Connection, table: Table) -> None:
+    """Move a hypertable still at the earlier builds' interval to this build's (for new chunks)."""
+    earlier = conn.execute(
+        "SELECT time_interval = %s::interval AND time_interval <> %s::interval FROM timescaledb_information.dimensions "
+        "WHERE hypertable_schema = current_schema() AND hypertable_name = %s AND dimension_number = 1",
+        (_EARLIER_CHUNK_INTERVAL, table.chunk_interval, table.name),
+    ).fetchone()
+    if earlier is not None and earlier[0]:
+        conn.execute("SELECT set_chunk_time_interval(%s::regclass, %s::interval)", (table.name, table.chunk_interval))
+
+
+def _same_columns(a: str | None, b: str | None) -> bool:
+    """Whether two segmentby or orderby lists are the same (quotes, spaces and case aside)."""
+
+    def normal(text: str | None) -> str:
+        return re.sub(r"\s*,\s*", ",", (text or "").replace('"', "")).strip().lower()
+
+    return normal(a) == normal(b)
+
+
+def _set_compression(conn: psycopg.Connection, table: Table) -> None:
+    """Enable compression with this build's settings, or move an earlier build's to them.
+
+    New settings apply to the chunks compressed from then on; settings changed by hand stay.
+    """
+    enabled, segmentby, orderby = conn.execute(
+        "SELECT h.compression_enabled, s.segmentby, s.orderby FROM timescaledb_information.hypertables h "
+        "LEFT JOIN timescaledb_information.hypertable_compression_settings s "
+        "ON s.hypertable = format('%%I.%%I', h.hypertable_schema, h.hypertable_name)::regclass "
+        "WHERE h.hypertable_schema = current_schema() AND h.hypertable_name = %s",
+        (table.name,),
+    ).fetchone()
+    if enabled:
+        if _same_columns(segmentby, table.segmentby) and _same_columns(orderby, table.orderby):
+            return
+        earlier_segmentby, earlier_orderbys = _EARLIER_COMPRESSION[table.name]
+        earlier = _same_columns(segmentby, earlier_segmentby) and any(
+            _same_columns(orderby, earlier_orderby) for earlier_orderby in earlier_orderbys
+        )
+        if not earlier:
+            return
+    conn.execute(f"ALTER TABLE {table.name} SET (timescaledb.compress, {table.compression})")
 
 
 def _set_policy(conn: psycopg.Connection, table: str, kind: str, interval: str | None) -> None:

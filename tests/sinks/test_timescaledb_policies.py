@@ -1,0 +1,164 @@
+"""TimescaleDB's policies do what they claim: compression, and replays into compressed chunks.
+
+The policies' jobs run in the foreground (``CALL run_job``): the background scheduler on these
+machines does the work and then logs an error (``/work/shared/vendor/README.md``), so the
+tests judge by the data. The compression tests use the rows FLEAD writes for a generated
+fleet (``bench/fleet.py``), the table sizes are taken as ``bench/timescale_compression.py``
+takes them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+import orjson
+import pytest
+
+from bench.fleet import generate_fleet
+from bench.timescale_compression import compress_and_measure, policy_jobs, run_compression_jobs, table_sizes
+from sinks.database_rows import write_rows
+from sinks.database_schema import TABLES, connect, ensure_schema
+from tests.flead_runs import REPO, environment, flead_command
+from tests.sinks.test_timescaledb_setup import fresh_database
+
+pytestmark = pytest.mark.integration
+
+COMPRESSED = [name for name, table in TABLES.items() if table.compression is not None]
+WRITTEN_BY_ROUND = ("local_models", "anomalies")
+"""Most of FLEAD's rows and bytes: one row per device per round, one per anomaly."""
+
+
+@pytest.fixture(scope="module")
+def fleet_run(timescaledb, tmp_path_factory) -> tuple[str, dict[str, list[dict[str, Any]]]]:
+    """FLEAD's replay of a 300-device fleet into a fresh TimescaleDB database, with the default
+    settings but no compression policy yet: the database's URL and the rows (its JSON Lines)."""
+    work = tmp_path_factory.mktemp("fleet")
+    generate_fleet(work / "fleet.jsonl", devices=300, rows=37_500)
+    url = fresh_database(timescaledb)
+    env = environment(
+        work / "fleet.jsonl",
+        work / "out",
+        FLEAD_DATABASE_URL=url,
+        FLEAD_REPORT_POINTS="0",
+        FLEAD_NORMAL_PRIOR_READINGS="300",  # the default, as in the benchmark: it finds anomalies in this fleet
+        FLEAD_DB_COMPRESS_AFTER="",  # the test adds the policy once it has measured the tables
+        FLEAD_DB_RETAIN_FOR="",
+    )
+    subprocess.run(flead_command(), cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
+    rows = {
+        name: [orjson.loads(line) for line in (work / "out" / f"{name}.jsonl").read_bytes().splitlines()]
+        for name in TABLES
+        if TABLES[name].chunk_interval is not None
+    }
+    return url, rows
+
+
+def write_in_batches(conn, rows: dict[str, list[dict[str, Any]]], batch: int = 5_000) -> None:
+    for name, table_rows in rows.items():
+        for start in range(0, len(table_rows), batch):
+            flush = write_rows(conn, [(name, row) for row in table_rows[start : start + batch]])
+            assert not flush.rejected, flush.rejected[:3]
+
+
+def test_the_compression_job_shrinks_fleads_rows_more_than_three_times(fleet_run):
+    """The earlier build's segmentby device_id left a device's few rows per chunk in segments
+    of their own: 2.3 times for local_models on this fleet (see docs/operations.md)."""
+    url, rows = fleet_run
+    with connect(url) as conn:
+        before, after = compress_and_measure(conn)  # adds the policies as FLEAD_DB_COMPRESS_AFTER=7 days would
+    assert {name: before[name].rows for name in before} == {name: len(rows[name]) for name in before}
+    for name in COMPRESSED:
+        assert after[name].compressed_chunks == after[name].chunks > 0, name
+    ratios = {name: before[name].bytes / after[name].bytes for name in COMPRESSED}
+    for name in WRITTEN_BY_ROUND:
+        assert ratios[name] > 3, ratios
+    total_before = sum(before[name].bytes for name in before)
+    total_after = sum(after[name].bytes for name in after)
+    assert total_before / total_after > 3, (ratios, total_before, total_after)
+
+
+def test_a_replay_into_compressed_chunks_inserts_nothing_twice_and_new_rows_still_go_in(timescaledb, fleet_run):
+    _, rows = fleet_run
+    url = fresh_database(timescaledb)
+    with connect(url) as conn:
+        ensure_schema(conn, None, None)
+        write_in_batches(conn, rows)
+        ensure_schema(conn, "7 days", None)
+        run_compression_jobs(conn)
+        compressed = table_sizes(conn)
+        assert all(compressed[name].compressed_chunks == compressed[name].chunks > 0 for name in COMPRESSED)
+        write_in_batches(conn, rows)  # the replay after recovery
+        replayed = table_sizes(conn)
+        assert {name: size.rows for name, size in replayed.items()} == {name: len(rows[name]) for name in rows}
+        later = {**rows["local_models"][0], "model_version": 10**6}  # a new row in a compressed chunk's range
+        assert write_rows(conn, [("local_models", later)]).written == {"local_models": 1}
+        keys = conn.execute(
+            "SELECT count(*), count(DISTINCT (device_id, model_version, created_at)) FROM local_models"
+        ).fetchone()
+    assert keys == (len(rows["local_models"]) + 1,) * 2
+
+
+def _settings(conn) -> dict[str, tuple[str, str | None, str | None]]:
+    return {
+        name: (str(interval), segmentby, orderby)
+        for name, interval, segmentby, orderby in conn.execute(
+            "SELECT d.hypertable_name, d.time_interval, s.segmentby, s.orderby "
+            "FROM timescaledb_information.dimensions d "
+            "LEFT JOIN timescaledb_information.hypertable_compression_settings s "
+            "ON s.hypertable = format('%I.%I', d.hypertable_schema, d.hypertable_name)::regclass "
+            "WHERE d.hypertable_schema = current_schema()"
+        ).fetchall()
+    }
+
+
+def test_an_earlier_builds_chunk_intervals_and_compression_settings_move_to_this_builds(timescaledb):
+    url = fresh_database(timescaledb)
+    with connect(url) as conn:
+        ensure_schema(conn, None, None)
+        for name in TABLES:  # what the earlier build made
+            if TABLES[name].chunk_interval is not None:
+                conn.execute("SELECT set_chunk_time_interval(%s::regclass, INTERVAL '7 days')", (name,))
+        for name, settings in {
+            "local_models": "'device_id', timescaledb.compress_orderby = 'created_at DESC, model_version'",
+            "federated_models": "'', timescaledb.compress_orderby = 'created_at DESC, global_version'",
+            "model_evaluations": "'', timescaledb.compress_orderby = 'window_start DESC, global_version'",
+            "anomalies": "'device_id'",
+        }.items():
+            conn.execute(f"ALTER TABLE {name} SET (timescaledb.compress, timescaledb.compress_segmentby = {settings})")
+            conn.execute("SELECT add_compression_policy(%s::regclass, INTERVAL '7 days')", (name,))
+        ensure_schema(conn, "7 days", None)
+        moved = _settings(conn)
+        moved_jobs = set(policy_jobs(conn, "policy_compression"))
+    with connect(fresh_database(timescaledb)) as conn:
+        ensure_schema(conn, "7 days", None)
+        fresh = _settings(conn)
+        assert moved_jobs == set(policy_jobs(conn, "policy_compression")) == set(COMPRESSED)
+    assert {name: moved[name][0] for name in moved} == {name: fresh[name][0] for name in fresh}
+    assert {name: moved[name] for name in COMPRESSED} == {name: fresh[name] for name in COMPRESSED}
+    assert moved["local_models"][1:] == ("", "created_at DESC,device_id,model_version")
+    assert moved["federated_models"][0] == "28 days, 0:00:00"
+
+
+def test_settings_changed_by_hand_are_left_alone(timescaledb):
+    url = fresh_database(timescaledb)
+    with connect(url) as conn:
+        ensure_schema(conn, "7 days", None)
+        conn.execute("SELECT set_chunk_time_interval('local_models', INTERVAL '1 day')")
+        conn.execute(
+            "ALTER TABLE anomalies SET (timescaledb.compress_segmentby = 'severity', "
+            "timescaledb.compress_orderby = '\"timestamp\" DESC')"
+        )
+        ensure_schema(conn, "7 days", None)
+        settings = _settings(conn)
+    assert settings["local_models"][0] == "1 day, 0:00:00"
+    assert settings["anomalies"][1:] == ("severity", '"timestamp" DESC')
+
+
+def test_model_evaluations_is_a_hypertable_that_is_never_compressed(timescaledb):
+    """Its chunks hold one row per global version, too few to shrink (docs/operations.md)."""
+    url = fresh_database(timescaledb)
+    with connect(url) as conn:
+        ensure_schema(conn, "7 days", "90 days")
+        assert "model_evaluations" not in policy_jobs(conn, "policy_compression")
+        assert "model_evaluations" in policy_jobs(conn, "policy_retention")
