@@ -310,8 +310,20 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
         "Rows held in memory while the database is away; beyond it the oldest are dropped (and counted).",
     ),
-    Setting("FLEAD_DB_COMPRESS_AFTER", "7 days", _optional_text, "TimescaleDB compression policy (empty = none)."),
-    Setting("FLEAD_DB_RETAIN_FOR", "90 days", _optional_text, "TimescaleDB retention policy (empty = none)."),
+    Setting(
+        "FLEAD_DB_COMPRESS_AFTER",
+        "7 days",
+        _optional_text,
+        "TimescaleDB compression policy: chunks whose rows are all older than this (by the wall clock) are "
+        "compressed (empty = none).",
+    ),
+    Setting(
+        "FLEAD_DB_RETAIN_FOR",
+        "",
+        _optional_text,
+        "TimescaleDB retention policy: chunks whose rows are all older than this (by the wall clock) are dropped "
+        "(empty = keep everything); a run that writes rows already that old warns once, at the first of them.",
+    ),
     Setting("FLEAD_RATE", "0", _non_negative_float, "Producer: messages per second (0 = as fast as possible)."),
     Setting("FLEAD_LOOP", "false", _flag, "Producer: start again at the end of the input, shifted in time."),
     Setting("FLEAD_PROGRESS_SECONDS", "5", _non_negative_float, "Seconds between progress lines (0 = none)."),

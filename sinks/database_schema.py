@@ -2,7 +2,8 @@
 
 The same DDL serves plain PostgreSQL and TimescaleDB. With the ``timescaledb`` extension the
 tables become hypertables on their time column, compressed after ``FLEAD_DB_COMPRESS_AFTER``
-and dropped after ``FLEAD_DB_RETAIN_FOR``; without it they stay plain tables with time indexes.
+and dropped after ``FLEAD_DB_RETAIN_FOR`` (off unless set); without it they stay plain tables
+with time indexes.
 :func:`prepare_database` creates the schema at start-up, once per process.
 """
 
@@ -321,7 +322,15 @@ def _set_policy(conn: psycopg.Connection, table: str, kind: str, interval: str |
 
 
 _prepared: dict[str, str] = {}
+_retention_seconds: dict[str, float] = {}
 _prepared_lock = threading.Lock()
+
+
+def retention_seconds(url: str) -> float | None:
+    """The retention window that :func:`prepare_database` put in force on ``url``, in seconds
+    (a month counts 30 days); ``None`` without one (no ``retain_for``, or plain PostgreSQL)."""
+    with _prepared_lock:
+        return _retention_seconds.get(url)
 
 
 def prepare_database(url: str, compress_after: str | None, retain_for: str | None, timeout: float = 5.0) -> str:
@@ -344,6 +353,9 @@ def prepare_database(url: str, compress_after: str | None, retain_for: str | Non
         with conn:
             try:
                 mode = ensure_schema(conn, compress_after, retain_for)
+                if mode == "timescaledb" and retain_for is not None:
+                    seconds = conn.execute("SELECT extract(epoch FROM %s::interval)::float8", (retain_for,))
+                    _retention_seconds[url] = seconds.fetchone()[0]
             except psycopg.Error as exc:
                 raise RuntimeError(f"cannot prepare the database {masked_url(url)}: {first_line(exc)}") from None
         _prepared[url] = mode

@@ -8,31 +8,84 @@ The sink owns its connection, batching, retries and idempotency and nothing else
   are retried with exponential backoff on a new connection; on shutdown the queue is drained
   for up to ``close_timeout`` seconds;
 - a flush is one transaction, and a replay of the same records inserts nothing twice
-  (``sinks/database_rows.py``).
+  (``sinks/database_rows.py``);
+- with a retention policy, the first rows written that are already older than its window
+  are named in one warning: the policy would drop them at its next run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from instrumentation.metrics import initialize_sink
+from operators.messages import iso_timestamp
 from sinks.buffered_writer import SINK, BufferedWriter
 from sinks.database_rows import Row, TableRow
-from sinks.database_schema import connect, prepare_database
+from sinks.database_schema import TABLES, connect, prepare_database, retention_seconds
+
+log = logging.getLogger("flead.timescale")
 
 Item = tuple[str, Row | Sequence[Row]]
 """What the sink receives: a table name with one row or a list of rows."""
 
 
+class RetentionWatch:
+    """Warns once when rows already past the retention window are written.
+
+    TimescaleDB's retention policy drops a chunk once every row it may hold is older than
+    the window, measured from the wall clock; rows of old event time (a replay of last
+    year's data) would go at the policy's next run. The times are compared as the ISO-8601
+    UTC strings the dataflow writes. After the warning nothing more is checked.
+    """
+
+    def __init__(self, retain_for: str, seconds: float) -> None:
+        self._retain_for = retain_for
+        self._seconds = seconds
+        self._lock = threading.Lock()
+        self.warned = False
+
+    def watch(self, rows: Iterable[TableRow]) -> Iterator[TableRow]:
+        cutoff = iso_timestamp(time.time() - self._seconds)
+        for table, row in rows:
+            if not self.warned:
+                column = TABLES[table].time_column if table in TABLES else None
+                value = row.get(column) if column is not None and TABLES[table].chunk_interval else None
+                if isinstance(value, str) and value < cutoff:
+                    self._warn(table, value, cutoff)
+            yield table, row
+
+    def _warn(self, table: str, value: str, cutoff: str) -> None:
+        with self._lock:
+            if self.warned:
+                return
+            self.warned = True
+        log.warning(
+            "FLEAD_DB_RETAIN_FOR=%s: this run writes rows older than the retention window (the first: %s at %s; "
+            "the window starts at %s); TimescaleDB's retention policy drops a chunk once all its rows are that old, "
+            "at its next run (daily). Leave FLEAD_DB_RETAIN_FOR empty to keep them",
+            self._retain_for,
+            table,
+            value,
+            cutoff,
+        )
+
+
 class TimescalePartition(StatelessSinkPartition[Item]):
-    def __init__(self, writer: BufferedWriter, close_timeout: float) -> None:
+    def __init__(self, writer: BufferedWriter, close_timeout: float, retention: RetentionWatch | None = None) -> None:
         self._writer = writer
         self._close_timeout = close_timeout
+        self._retention = retention
 
     def write_batch(self, items: list[Item]) -> None:
-        self._writer.put(_rows(items))
+        rows = _rows(items)
+        if self._retention is not None and not self._retention.warned:
+            rows = self._retention.watch(rows)
+        self._writer.put(rows)
 
     def close(self) -> None:
         self._writer.close(self._close_timeout)
@@ -59,7 +112,7 @@ class TimescaleSink(DynamicSink[Item]):
         *,
         max_buffered_rows: int = 100_000,
         compress_after: str | None = "7 days",
-        retain_for: str | None = "90 days",
+        retain_for: str | None = None,
         close_timeout: float = 30.0,
         connect_timeout: float = 5.0,
     ) -> None:
@@ -69,9 +122,21 @@ class TimescaleSink(DynamicSink[Item]):
         self._retain_for = retain_for
         self._close_timeout = close_timeout
         self._connect_timeout = connect_timeout
+        self._retention: RetentionWatch | None = None
+        self._retention_lock = threading.Lock()
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> TimescalePartition:
         prepare_database(self._url, self._compress_after, self._retain_for, self._connect_timeout)
         initialize_sink(SINK)
         writer = BufferedWriter(lambda: connect(self._url, self._connect_timeout), self._max_buffered_rows)
-        return TimescalePartition(writer, self._close_timeout)
+        return TimescalePartition(writer, self._close_timeout, self._retention_watch())
+
+    def _retention_watch(self) -> RetentionWatch | None:
+        """One watch for the workers of this process, so that it warns once."""
+        seconds = retention_seconds(self._url)
+        if seconds is None or self._retain_for is None:
+            return None
+        with self._retention_lock:
+            if self._retention is None:
+                self._retention = RetentionWatch(self._retain_for, seconds)
+            return self._retention

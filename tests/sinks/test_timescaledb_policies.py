@@ -1,4 +1,4 @@
-"""TimescaleDB's policies do what they claim: compression, and replays into compressed chunks.
+"""TimescaleDB's policies do what they claim: compression, retention, and replays into compressed chunks.
 
 The policies' jobs run in the foreground (``CALL run_job``): the background scheduler on these
 machines does the work and then logs an error (``/work/shared/vendor/README.md``), so the
@@ -9,16 +9,20 @@ takes them.
 
 from __future__ import annotations
 
+import logging
 import subprocess
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import pytest
 
 from bench.fleet import generate_fleet
-from bench.timescale_compression import compress_and_measure, policy_jobs, run_compression_jobs, table_sizes
+from bench.timescale_compression import compress_and_measure, policy_jobs, run_compression_jobs, run_job, table_sizes
+from dataflows.config import load_settings
 from sinks.database_rows import write_rows
 from sinks.database_schema import TABLES, connect, ensure_schema
+from sinks.timescale import TimescaleSink
 from tests.flead_runs import REPO, environment, flead_command
 from tests.sinks.test_timescaledb_setup import fresh_database
 
@@ -43,7 +47,6 @@ def fleet_run(timescaledb, tmp_path_factory) -> tuple[str, dict[str, list[dict[s
         FLEAD_REPORT_POINTS="0",
         FLEAD_NORMAL_PRIOR_READINGS="300",  # the default, as in the benchmark: it finds anomalies in this fleet
         FLEAD_DB_COMPRESS_AFTER="",  # the test adds the policy once it has measured the tables
-        FLEAD_DB_RETAIN_FOR="",
     )
     subprocess.run(flead_command(), cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
     rows = {
@@ -66,6 +69,7 @@ def test_the_compression_job_shrinks_fleads_rows_more_than_three_times(fleet_run
     of their own: 2.3 times for local_models on this fleet (see docs/operations.md)."""
     url, rows = fleet_run
     with connect(url) as conn:
+        assert not any(job for job in policy_jobs(conn, "policy_retention")), "retention must be off by default"
         before, after = compress_and_measure(conn)  # adds the policies as FLEAD_DB_COMPRESS_AFTER=7 days would
     assert {name: before[name].rows for name in before} == {name: len(rows[name]) for name in before}
     for name in COMPRESSED:
@@ -97,6 +101,82 @@ def test_a_replay_into_compressed_chunks_inserts_nothing_twice_and_new_rows_stil
             "SELECT count(*), count(DISTINCT (device_id, model_version, created_at)) FROM local_models"
         ).fetchone()
     assert keys == (len(rows["local_models"]) + 1,) * 2
+
+
+def test_retention_is_off_unless_set():
+    settings = load_settings({"FLEAD_DATABASE_URL": "postgresql://flead@localhost/flead"})
+    assert settings.database is not None and settings.database.retain_for is None
+    assert TimescaleSink("postgresql://flead@localhost/flead")._retain_for is None
+
+
+def _row(table: str, at: datetime, key: int) -> dict[str, Any]:
+    stamp = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return {
+        "anomalies": {"device_id": f"d{key}", "timestamp": stamp, "severity": "warning", "score": 0.6},
+        "local_models": {"device_id": f"d{key}", "model_version": key, "samples_processed": 5, "created_at": stamp},
+        "federated_models": {"global_version": key, "created_at": stamp},
+        "model_evaluations": {"global_version": key, "n": 10, "window_start": stamp, "window_end": stamp},
+    }[table]
+
+
+def test_the_retention_job_drops_only_chunks_past_the_window(timescaledb):
+    now = datetime.now(UTC)
+    ages = {"old": timedelta(days=400), "just inside": timedelta(days=29), "new": timedelta(hours=1)}
+    url = fresh_database(timescaledb)
+    with connect(url) as conn:
+        ensure_schema(conn, None, "30 days")
+        for name, table in TABLES.items():
+            if table.chunk_interval is not None:
+                rows = [(name, _row(name, now - age, key)) for key, age in enumerate(ages.values())]
+                assert write_rows(conn, rows).written == {name: 3}
+        jobs = policy_jobs(conn, "policy_retention")
+        assert set(jobs) == {name for name, table in TABLES.items() if table.chunk_interval is not None}
+        for job in jobs.values():
+            run_job(conn, job)
+        counts = {
+            name: conn.execute(
+                f"SELECT count(*) FILTER (WHERE \"{table.time_column}\" < now() - INTERVAL '30 days'), "
+                f"count(*) FILTER (WHERE \"{table.time_column}\" >= now() - INTERVAL '30 days') FROM {name}"
+            ).fetchone()
+            for name, table in TABLES.items()
+            if name in jobs
+        }
+        chunk_ends = conn.execute(
+            "SELECT hypertable_name, max(range_end) FROM timescaledb_information.chunks "
+            "WHERE hypertable_schema = current_schema() AND range_end < now() - INTERVAL '30 days' GROUP BY 1"
+        ).fetchall()
+    assert {name: kept for name, (_, kept) in counts.items()} == dict.fromkeys(jobs, 2), "a row in the window went"
+    assert {name: past for name, (past, _) in counts.items()} == dict.fromkeys(jobs, 0), "a chunk past it stayed"
+    assert chunk_ends == []
+
+
+def test_rows_older_than_the_retention_window_log_one_warning(timescaledb, caplog):
+    caplog.set_level(logging.WARNING, logger="flead.timescale")
+    now = datetime.now(UTC)
+    url = fresh_database(timescaledb)
+    partition = TimescaleSink(url, retain_for="30 days").build("database", 0, 1)
+    partition.write_batch([("anomalies", _row("anomalies", now - timedelta(hours=1), 1))])
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+    old = now - timedelta(days=400)
+    partition.write_batch([("anomalies", [_row("anomalies", old, 2), _row("anomalies", old, 3)])])
+    partition.write_batch([("local_models", _row("local_models", old, 4))])
+    partition.close()
+    warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "FLEAD_DB_RETAIN_FOR=30 days" in warnings[0] and "anomalies" in warnings[0]
+    assert _row("anomalies", old, 2)["timestamp"] in warnings[0]
+
+
+def test_without_retention_old_rows_are_written_without_a_warning_and_stay(timescaledb, caplog):
+    caplog.set_level(logging.WARNING, logger="flead.timescale")
+    url = fresh_database(timescaledb)
+    partition = TimescaleSink(url).build("database", 0, 1)
+    partition.write_batch([("anomalies", _row("anomalies", datetime(2014, 3, 7, tzinfo=UTC), 1))])
+    partition.close()
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+    with connect(url) as conn:
+        assert policy_jobs(conn, "policy_retention") == {}
+        assert conn.execute("SELECT count(*) FROM anomalies").fetchone()[0] == 1
 
 
 def _settings(conn) -> dict[str, tuple[str, str | None, str | None]]:
