@@ -1,9 +1,10 @@
-"""The database's tables: their DDL, TimescaleDB hypertables and policies, and start-up.
+"""The database's tables: their DDL, TimescaleDB hypertables and policies, trends, and start-up.
 
 The same DDL serves plain PostgreSQL and TimescaleDB. With the ``timescaledb`` extension the
 tables become hypertables on their time column, compressed after ``FLEAD_DB_COMPRESS_AFTER``
 and dropped after ``FLEAD_DB_RETAIN_FOR`` (off unless set); without it they stay plain tables
-with time indexes.
+with time indexes. The hourly trends (:data:`TRENDS`) are continuous aggregates with refresh
+policies on TimescaleDB and ordinary views of the same columns on plain PostgreSQL.
 :func:`prepare_database` creates the schema at start-up, once per process.
 """
 
@@ -157,6 +158,69 @@ _EARLIER_COMPRESSION = {  # table -> (segmentby, orderby as TimescaleDB reports 
 }
 
 
+@dataclass(frozen=True)
+class Trend:
+    """An hourly trend: a continuous aggregate on TimescaleDB, an ordinary view on PostgreSQL."""
+
+    name: str
+    source: str
+    select: str
+    """The columns after ``bucket``; ``{bucket}`` stands for the hour of the source's time column."""
+    group_by: str
+    """The grouping columns after ``bucket``."""
+
+    def query(self, bucket: str) -> str:
+        columns = self.select.format(bucket=bucket)
+        group_by = f"{bucket}, {self.group_by}" if self.group_by else bucket
+        return f"SELECT {bucket} AS bucket, {columns} FROM {self.source} GROUP BY {group_by}"
+
+
+TRENDS: tuple[Trend, ...] = (
+    Trend(
+        "anomalies_hourly",
+        "anomalies",
+        'device_id, severity, count(*) AS anomalies, max(score) AS max_score, max("timestamp") AS last_at',
+        "device_id, severity",
+    ),
+    Trend(
+        "training_hourly",
+        "local_models",
+        "device_id, count(*) AS rounds, sum(samples_processed) AS readings, sum(labelled) AS labelled, "
+        "avg(loss) AS mean_loss, max(model_version) AS last_model_version",
+        "device_id",
+    ),
+    Trend(
+        "evaluation_hourly",
+        "model_evaluations",
+        "count(*) AS versions, min(global_version) AS first_global_version, "
+        "max(global_version) AS last_global_version, sum(n) AS n, sum(tp) AS tp, sum(fp) AS fp, "
+        "sum(tn) AS tn, sum(fn) AS fn, "
+        "coalesce((sum(tp) + sum(tn))::double precision / nullif(sum(n), 0), 0) AS accuracy, "
+        'coalesce(sum(tp)::double precision / nullif(sum(tp) + sum(fp), 0), 0) AS "precision", '
+        "coalesce(sum(tp)::double precision / nullif(sum(tp) + sum(fn), 0), 0) AS recall, "
+        "coalesce(2 * sum(tp)::double precision / nullif(2 * sum(tp) + sum(fp) + sum(fn), 0), 0) AS f1, "
+        "max(window_end) AS last_window_end",
+        "",
+    ),
+)
+TREND_BUCKET = "1 hour"
+# A refresh covers everything up to an hour ago (a replay writes any event time, so no lower
+# bound); newer rows are aggregated at query time (real-time aggregation).
+_TREND_REFRESH = {"start_offset": None, "end_offset": "1 hour", "schedule_interval": "30 minutes"}
+
+
+def _time_bucket(trend: Trend) -> str:
+    return f"time_bucket(INTERVAL '{TREND_BUCKET}', \"{TABLES[trend.source].time_column}\")"
+
+
+def _date_bin(trend: Trend) -> str:
+    """The same hours as TimescaleDB's ``time_bucket`` (UTC), on plain PostgreSQL (14 or later)."""
+    return (
+        f"date_bin(INTERVAL '{TREND_BUCKET}', \"{TABLES[trend.source].time_column}\", "
+        "TIMESTAMPTZ '2000-01-01 00:00:00+00')"
+    )
+
+
 # policy kind -> (the job's proc_name, its interval's key in the job config)
 _POLICIES = {"compression": ("policy_compression", "compress_after"), "retention": ("policy_retention", "drop_after")}
 _SCHEMA_LOCK = 0x464C454144  # "FLEAD": one process at a time creates the schema
@@ -190,17 +254,28 @@ def ensure_schema(conn: psycopg.Connection, compress_after: str | None = None, r
 
     ``compress_after`` and ``retain_for`` are PostgreSQL intervals (``"7 days"``); ``None``
     removes the policy. They are checked in both modes, so a bad value fails at start-up.
+    ``conn`` must be in autocommit mode: continuous aggregates cannot be created inside a
+    transaction, so they are made after the schema's transaction, under the same lock.
     """
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-        for interval in (compress_after, retain_for):
-            if interval is not None:
-                conn.execute("SELECT %s::interval", (interval,))
-        plain_because = _create_timescaledb(conn)
-        conn.execute(SCHEMA)
+    conn.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK,))
+    try:
+        with conn.transaction():
+            for interval in (compress_after, retain_for):
+                if interval is not None:
+                    conn.execute("SELECT %s::interval", (interval,))
+            plain_because = _create_timescaledb(conn)
+            conn.execute(SCHEMA)
+            if plain_because is None:
+                _make_hypertables(conn, compress_after, retain_for)
+            else:
+                for trend in TRENDS:
+                    conn.execute(f"CREATE OR REPLACE VIEW {trend.name} AS {trend.query(_date_bin(trend))}")
         if plain_because is None:
-            _make_hypertables(conn, compress_after, retain_for)
+            _make_continuous_aggregates(conn)
             return "timescaledb"
+    finally:
+        if not conn.closed:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_SCHEMA_LOCK,))
     log.log(
         logging.INFO if plain_because.startswith("no ") else logging.WARNING,
         "database: plain PostgreSQL tables with time indexes (%s)",
@@ -298,6 +373,38 @@ def _set_compression(conn: psycopg.Connection, table: Table) -> None:
         if not earlier:
             return
     conn.execute(f"ALTER TABLE {table.name} SET (timescaledb.compress, {table.compression})")
+
+
+def _make_continuous_aggregates(conn: psycopg.Connection) -> None:
+    """The trends as continuous aggregates with refresh policies (autocommit: not in a transaction).
+
+    A plain view of the same name (the database was used without TimescaleDB) is replaced.
+    They are created empty: until the first refresh, real-time aggregation answers from the rows.
+    """
+    for trend in TRENDS:
+        plain_view = conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL AND NOT EXISTS "
+            "(SELECT FROM timescaledb_information.continuous_aggregates "
+            "WHERE view_schema = current_schema() AND view_name = %s)",
+            (trend.name, trend.name),
+        ).fetchone()[0]
+        if plain_view:
+            conn.execute(f"DROP VIEW {trend.name}")
+        conn.execute(
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {trend.name} "
+            "WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS "
+            f"{trend.query(_time_bucket(trend))} WITH NO DATA"
+        )
+        conn.execute(
+            "SELECT add_continuous_aggregate_policy(%s::regclass, start_offset => %s::interval, "
+            "end_offset => %s::interval, schedule_interval => %s::interval, if_not_exists => TRUE)",
+            (
+                trend.name,
+                _TREND_REFRESH["start_offset"],
+                _TREND_REFRESH["end_offset"],
+                _TREND_REFRESH["schedule_interval"],
+            ),
+        )
 
 
 def _set_policy(conn: psycopg.Connection, table: str, kind: str, interval: str | None) -> None:
