@@ -204,9 +204,13 @@ TRENDS: tuple[Trend, ...] = (
     ),
 )
 TREND_BUCKET = "1 hour"
-# A refresh covers everything up to an hour ago (a replay writes any event time, so no lower
-# bound); newer rows are aggregated at query time (real-time aggregation).
-_TREND_REFRESH = {"start_offset": None, "end_offset": "1 hour", "schedule_interval": "30 minutes"}
+# A refresh covers everything up to an hour ago: all of the past, since a replay writes any
+# event time, or, with a retention policy, its window (a refresh of hours whose rows retention
+# dropped would empty them, so the trends keep those hours). Newer rows are aggregated at query
+# time (real-time aggregation).
+_TREND_REFRESH_END = "1 hour"
+_TREND_REFRESH_EVERY = "30 minutes"
+_TREND_REFRESH_LEAST = "3 hours"  # a refresh window holds at least two buckets
 
 
 def _time_bucket(trend: Trend) -> str:
@@ -271,7 +275,7 @@ def ensure_schema(conn: psycopg.Connection, compress_after: str | None = None, r
                 for trend in TRENDS:
                     conn.execute(f"CREATE OR REPLACE VIEW {trend.name} AS {trend.query(_date_bin(trend))}")
         if plain_because is None:
-            _make_continuous_aggregates(conn)
+            _make_continuous_aggregates(conn, retain_for)
             return "timescaledb"
     finally:
         if not conn.closed:
@@ -375,12 +379,16 @@ def _set_compression(conn: psycopg.Connection, table: Table) -> None:
     conn.execute(f"ALTER TABLE {table.name} SET (timescaledb.compress, {table.compression})")
 
 
-def _make_continuous_aggregates(conn: psycopg.Connection) -> None:
+def _make_continuous_aggregates(conn: psycopg.Connection, retain_for: str | None) -> None:
     """The trends as continuous aggregates with refresh policies (autocommit: not in a transaction).
 
     A plain view of the same name (the database was used without TimescaleDB) is replaced.
     They are created empty: until the first refresh, real-time aggregation answers from the rows.
     """
+    start = None
+    if retain_for is not None:
+        start = conn.execute("SELECT greatest(%s::interval, %s::interval)::text", (retain_for, _TREND_REFRESH_LEAST))
+        start = start.fetchone()[0]
     for trend in TRENDS:
         plain_view = conn.execute(
             "SELECT to_regclass(%s) IS NOT NULL AND NOT EXISTS "
@@ -395,16 +403,27 @@ def _make_continuous_aggregates(conn: psycopg.Connection) -> None:
             "WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS "
             f"{trend.query(_time_bucket(trend))} WITH NO DATA"
         )
-        conn.execute(
-            "SELECT add_continuous_aggregate_policy(%s::regclass, start_offset => %s::interval, "
-            "end_offset => %s::interval, schedule_interval => %s::interval, if_not_exists => TRUE)",
-            (
-                trend.name,
-                _TREND_REFRESH["start_offset"],
-                _TREND_REFRESH["end_offset"],
-                _TREND_REFRESH["schedule_interval"],
-            ),
-        )
+        _set_refresh_policy(conn, trend.name, start)
+
+
+def _set_refresh_policy(conn: psycopg.Connection, view: str, start: str | None) -> None:
+    """Make the aggregate's refresh policy start ``start`` before now (``None``: all of the past);
+    a policy that matches is left alone (as in :func:`_set_policy`)."""
+    current = conn.execute(
+        "SELECT config ->> 'start_offset' FROM timescaledb_information.jobs "
+        "WHERE proc_name = 'policy_refresh_continuous_aggregate' AND hypertable_schema = current_schema() "
+        "AND hypertable_name = %s",
+        (view,),
+    ).fetchone()
+    if current is not None:
+        if conn.execute("SELECT %s::interval IS NOT DISTINCT FROM %s::interval", (current[0], start)).fetchone()[0]:
+            return
+        conn.execute("SELECT remove_continuous_aggregate_policy(%s::regclass)", (view,))
+    conn.execute(
+        "SELECT add_continuous_aggregate_policy(%s::regclass, start_offset => %s::interval, "
+        "end_offset => %s::interval, schedule_interval => %s::interval)",
+        (view, start, _TREND_REFRESH_END, _TREND_REFRESH_EVERY),
+    )
 
 
 def _set_policy(conn: psycopg.Connection, table: str, kind: str, interval: str | None) -> None:
