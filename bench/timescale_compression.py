@@ -1,6 +1,6 @@
 """How FLEAD's tables compress on TimescaleDB: rows, chunks, bytes before and after, ratio.
 
-    .venv/bin/python -m bench.timescale_compression            # about 5 minutes on 2 cores
+    .venv/bin/python -m bench.timescale_compression            # about 5.5 minutes on 2 cores
     .venv/bin/python -m bench.timescale_compression --quick    # 300 devices, the levers skipped
 
 Two workloads, each replayed by FLEAD itself (``python -m bytewax.run dataflows.flead`` with

@@ -314,15 +314,15 @@ SETTINGS: tuple[Setting, ...] = (
         "FLEAD_DB_COMPRESS_AFTER",
         "7 days",
         _optional_text,
-        "TimescaleDB compression policy: chunks whose rows are all older than this (by the wall clock) are "
-        "compressed (empty = none).",
+        "TimescaleDB compression policy: a chunk is compressed once its rows' event times are all further back "
+        "than this from now (empty = none).",
     ),
     Setting(
         "FLEAD_DB_RETAIN_FOR",
         "",
         _optional_text,
-        "TimescaleDB retention policy: chunks whose rows are all older than this (by the wall clock) are dropped "
-        "(empty = keep everything); a run that writes rows already that old warns once, at the first of them.",
+        "TimescaleDB retention policy: a chunk is dropped once its rows' event times are all further back than "
+        "this from now (empty = keep everything); a run that writes rows already that old warns once, at the first.",
     ),
     Setting("FLEAD_RATE", "0", _non_negative_float, "Producer: messages per second (0 = as fast as possible)."),
     Setting("FLEAD_LOOP", "false", _flag, "Producer: start again at the end of the input, shifted in time."),
