@@ -280,21 +280,11 @@ def ensure_schema(conn: psycopg.Connection, compress_after: str | None = None, r
     finally:
         if not conn.closed:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_SCHEMA_LOCK,))
-    log.log(
-        logging.INFO if plain_because.startswith("no ") else logging.WARNING,
-        "database: plain PostgreSQL tables with time indexes (%s)",
-        plain_because,
-    )
     return "postgresql"
 
 
-def _create_timescaledb(conn: psycopg.Connection) -> str | None:
-    """Make sure the extension is in this database; ``None`` when it is, else why the tables
-    stay plain (for the log line).
-
-    The extension's files may be installed on a server that does not preload its library:
-    creating it there would end the connection (a FATAL error), so that case is found first.
-    """
+def timescaledb_unavailable(conn: psycopg.Connection) -> str | None:
+    """Why this database cannot have TimescaleDB, if the server says so (``None``: it can, or has it)."""
     found = conn.execute("SELECT installed_version FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
     if found is None:
         return "no timescaledb extension on the server"
@@ -306,6 +296,18 @@ def _create_timescaledb(conn: psycopg.Connection) -> str | None:
             "the server has the timescaledb extension but does not preload it; for hypertables add"
             " timescaledb to shared_preload_libraries and restart the server"
         )
+    return None
+
+
+def _create_timescaledb(conn: psycopg.Connection) -> str | None:
+    """Make sure the extension is in this database; ``None`` when it is, else why the tables stay plain.
+
+    The extension's files may be installed on a server that does not preload its library:
+    creating it there would end the connection (a FATAL error), so that case is found first.
+    """
+    unavailable = timescaledb_unavailable(conn)
+    if unavailable is not None:
+        return unavailable
     try:
         with conn.transaction():
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
@@ -482,14 +484,24 @@ def prepare_database(url: str, compress_after: str | None, retain_for: str | Non
                 if mode == "timescaledb" and retain_for is not None:
                     seconds = conn.execute("SELECT extract(epoch FROM %s::interval)::float8", (retain_for,))
                     _retention_seconds[url] = seconds.fetchone()[0]
+                plain_because = None
+                if mode == "postgresql":
+                    plain_because = timescaledb_unavailable(conn) or "this role cannot create the timescaledb extension"
             except psycopg.Error as exc:
                 raise RuntimeError(f"cannot prepare the database {masked_url(url)}: {first_line(exc)}") from None
         _prepared[url] = mode
-        if mode == "timescaledb":
+        if plain_because is None:
             log.info(
                 "database %s: TimescaleDB hypertables (compression after %s, retention %s)",
                 masked_url(url),
                 compress_after or "never",
                 retain_for or "forever",
+            )
+        else:
+            log.log(
+                logging.INFO if plain_because.startswith("no ") else logging.WARNING,
+                "database %s: plain PostgreSQL tables with time indexes (%s)",
+                masked_url(url),
+                plain_because,
             )
         return mode

@@ -33,13 +33,30 @@ def nab_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+DATABASE_SERVERS = {"postgresql": "postgres", "timescaledb": "timescaledb"}
+"""The database mode FLEAD reports on each server fixture (``tests/servers/fixtures.py``)."""
+
+
+@pytest.fixture(params=list(DATABASE_SERVERS))
+def database_mode(request: pytest.FixtureRequest) -> str:
+    """Each database test runs twice: on plain PostgreSQL and on PostgreSQL with TimescaleDB."""
+    return request.param
+
+
 @pytest.fixture
-def database(postgres):
-    """A fresh database per test on the session's server."""
+def database_server(request: pytest.FixtureRequest, database_mode: str):
+    """The session's server of ``database_mode``, for a test that stops and restarts it."""
+    return request.getfixturevalue(DATABASE_SERVERS[database_mode])
+
+
+@pytest.fixture
+def database(database_server):
+    """A fresh database per test on the session's server of ``database_mode``."""
+    server = database_server
     name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres.url, autocommit=True) as admin:
+    with psycopg.connect(server.url, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
-    url = postgres.url.rsplit("/", 1)[0] + f"/{name}"
+    url = server.url.rsplit("/", 1)[0] + f"/{name}"
     yield url
-    with psycopg.connect(postgres.url, autocommit=True) as admin:
+    with psycopg.connect(server.url, autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

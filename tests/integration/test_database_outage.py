@@ -21,7 +21,7 @@ def counts(url: str) -> dict[str, int]:
         return {name: conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in TABLES}
 
 
-def test_a_replay_survives_the_database_going_away(postgres, database, tmp_path):
+def test_a_replay_survives_the_database_going_away(database_server, database, tmp_path):
     """The bundled data to the database; the server stops mid-run and comes back; nothing is lost."""
     bundled = REPO / "data" / "nab"
     env = environment(bundled, tmp_path / "out", FLEAD_DATABASE_URL=database, FLEAD_PROGRESS_SECONDS="0.2")
@@ -38,9 +38,9 @@ def test_a_replay_survives_the_database_going_away(postgres, database, tmp_path)
 
     threading.Thread(target=watch, daemon=True).start()
     assert outage.wait(120)
-    postgres.stop_server()
+    database_server.stop_server()
     time.sleep(2)
-    postgres.start_again()
+    database_server.start_again()
     assert run.wait(timeout=180) == 0, run.stderr.read()[-2000:]
     stderr = run.stderr.read()
     assert "database write failed" in stderr, "the outage was not noticed: the test proved nothing"

@@ -1,6 +1,5 @@
-"""The database sink against a real PostgreSQL server (no TimescaleDB here: plain mode).
-
-Each test gets a fresh database (the ``database`` fixture of ``tests/conftest.py``).
+"""The database sink against real servers: each test runs on plain PostgreSQL and on
+PostgreSQL with TimescaleDB, in a fresh database (the ``database`` fixture of ``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -123,13 +122,13 @@ def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
         time.sleep(0.02)
 
 
-def test_the_schema_is_created_idempotently_and_the_mode_is_logged_once(database, caplog):
+def test_the_schema_is_created_idempotently_and_the_mode_is_logged_once(database, database_mode, caplog):
     caplog.set_level(logging.INFO, logger="flead.timescale")
-    assert prepare_database(database, "7 days", "90 days") == "postgresql"
+    assert prepare_database(database, "7 days", "90 days") == database_mode
     with connect(database) as conn:
         write_rows(conn, EXAMPLES.items())
-        assert ensure_schema(conn, "7 days", "90 days") == "postgresql"  # again on a filled schema
-        assert ensure_schema(conn) == "postgresql"
+        assert ensure_schema(conn, "7 days", "90 days") == database_mode  # again on a filled schema
+        assert ensure_schema(conn) == database_mode
         keys = {
             table: list(
                 conn.execute(
@@ -142,13 +141,13 @@ def test_the_schema_is_created_idempotently_and_the_mode_is_logged_once(database
             for table in TABLES
         }
         indexes = {row[0] for row in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")}
-    assert prepare_database(database, "7 days", "90 days") == "postgresql"
+    assert prepare_database(database, "7 days", "90 days") == database_mode
     assert counts(database) == dict.fromkeys(TABLES, 1)
     assert {table: [name for (name,) in columns] for table, columns in keys.items()} == KEYS
     assert {f"{table.name}_{table.time_column}_idx" for table in TABLES.values()} <= indexes
     mode_lines = [r.getMessage() for r in caplog.records if r.name == "flead.timescale"]
     assert len(mode_lines) == 1, mode_lines
-    assert "plain PostgreSQL" in mode_lines[0]
+    assert ("TimescaleDB hypertables" if database_mode == "timescaledb" else "plain PostgreSQL") in mode_lines[0]
 
 
 def test_a_bad_policy_interval_fails_at_start_up_in_either_mode(database):
@@ -216,7 +215,7 @@ def test_a_row_the_database_refuses_is_dropped_and_counted_and_the_others_are_wr
     assert len(refusals) == 1 and "not a time" in refusals[0]
 
 
-def test_rows_wait_while_the_database_is_away_and_are_written_when_it_returns(postgres, database):
+def test_rows_wait_while_the_database_is_away_and_are_written_when_it_returns(database_server, database):
     prepare_database(database, None, None)
     before = {
         "written": metric("flead_sink_rows_written_total", table="local_models"),
@@ -235,7 +234,7 @@ def test_rows_wait_while_the_database_is_away_and_are_written_when_it_returns(po
     writer = BufferedWriter(reconnect, backoff=(0.05, 0.2))
     writer.put([model(i) for i in range(100)])
     wait_for(lambda: writer.written == 100)
-    postgres.stop_server()
+    database_server.stop_server()
     away.set()
     try:
         writer.put([model(i) for i in range(100, 120)])  # its write fails, and the writer reconnects ...
@@ -257,7 +256,7 @@ def test_rows_wait_while_the_database_is_away_and_are_written_when_it_returns(po
         assert metric("flead_sink_retries_total") - before["retries"] >= 2
     finally:
         release.set()
-        postgres.start_again()
+        database_server.start_again()
     wait_for(lambda: writer.written == 300, timeout=20)
     assert writer.close(5) == 0
     assert versions(database) == list(range(300))

@@ -11,7 +11,7 @@ import pytest
 from deploy.local.servers import pg_bin_dir
 from deploy.local.timescaledb import is_installed
 from sinks.database_rows import write_rows
-from sinks.database_schema import TABLES, connect, ensure_schema
+from sinks.database_schema import TABLES, connect, ensure_schema, prepare_database
 
 pytestmark = pytest.mark.integration
 
@@ -40,8 +40,10 @@ def test_a_server_that_has_timescaledb_but_does_not_preload_it_gets_plain_tables
     postgres, caplog
 ):
     url = fresh_database(postgres)
-    with caplog.at_level(logging.INFO, logger="flead.timescale"), connect(url) as conn:
-        assert ensure_schema(conn, "7 days", None) == "postgresql"
+    with caplog.at_level(logging.INFO, logger="flead.timescale"):
+        assert prepare_database(url, "7 days", None) == "postgresql"
+        assert prepare_database(url, "7 days", None) == "postgresql"  # once per process
+    with connect(url) as conn:
         assert write_rows(conn, [("anomalies", ANOMALY)]).written == {"anomalies": 1}
     (line,) = [record for record in caplog.records if record.name == "flead.timescale"]
     assert line.levelno == logging.WARNING
