@@ -124,7 +124,7 @@ def test_the_dashboard_has_the_reference_panels_and_the_operator_panels():
         "Anomalies over time by severity",
         "Most anomalous devices",
         "Latest critical anomalies",
-        "Live evaluation per global version",
+        "Live evaluation per hour",
         "Events per second",
         "Processing latency percentiles",
         "Kafka consumer lag",
@@ -133,7 +133,20 @@ def test_the_dashboard_has_the_reference_panels_and_the_operator_panels():
     assert reference | operator <= titles
     critical = next(panel for panel in PANELS if panel["title"] == "Latest critical anomalies")
     assert "explanation" in critical["targets"][0]["rawSql"]
-    evaluation = next(panel for panel in PANELS if panel["title"] == "Live evaluation per global version")
+
+
+def test_the_trend_panels_read_the_hourly_trends_not_the_raw_rows():
+    trends = {
+        "Model training rate per minute": "training_hourly",
+        "Top devices by training count": "training_hourly",
+        "Anomalies over time by severity": "anomalies_hourly",
+        "Most anomalous devices": "anomalies_hourly",
+        "Live evaluation per hour": "evaluation_hourly",
+    }
+    for title, relation in trends.items():
+        sql = next(panel for panel in PANELS if panel["title"] == title)["targets"][0]["rawSql"]
+        assert f"FROM {relation} " in sql, title
+    evaluation = next(panel for panel in PANELS if panel["title"] == "Live evaluation per hour")
     assert all(column in evaluation["targets"][0]["rawSql"] for column in ("precision", "recall", "f1"))
 
 
