@@ -335,7 +335,8 @@ class DeviceState:
         )
 
         self.round_rows += 1
-        self.round_last = timestamp
+        if timestamp > self.round_last:  # the newest: an old reading arriving late leaves the device as recent
+            self.round_last = timestamp
         self.readings += 1
         label = reading.label
         if features is not None and label is not None:

@@ -188,3 +188,11 @@ def test_beyond_the_device_limit_a_new_device_is_a_dead_letter_until_an_idle_one
     shard.process(readings(1, device="b", start=150))  # a is idle from t = 103: dropped
     assert shard.process(readings(1, device="c", start=151)).rejections == []
     assert set(shard.devices) == {"b", "c"}
+
+
+def test_an_old_reading_arriving_late_does_not_make_its_device_look_idle():
+    shard = ShardState(SETTINGS, emit_scores=False, device_limits=DeviceLimits(idle_seconds=100, max_devices=0))
+    shard.process(readings(3, device="a", start=1_000))
+    shard.process(readings(1, device="a", start=10))  # a reading from long before, delivered late
+    shard.process(readings(1, device="b", start=1_060))  # a sweep: a's newest reading (t = 1,002) is 58 s old
+    assert set(shard.devices) == {"a", "b"}
