@@ -16,7 +16,8 @@ import pytest
 
 from bench.timescale_compression import policy_jobs, run_job
 from sinks.database_rows import write_rows
-from sinks.database_schema import SCHEMA, TRENDS, _date_bin, connect, ensure_schema
+from sinks.database_schema import SCHEMA, connect, ensure_schema
+from sinks.database_trends import TRENDS, date_bin
 from tests.sinks.test_timescaledb_setup import fresh_database
 
 pytestmark = pytest.mark.integration
@@ -194,7 +195,7 @@ def test_a_database_used_without_timescaledb_gets_continuous_aggregates_once_it_
     with connect(url) as conn:
         conn.execute(SCHEMA)  # what plain mode made, in a database that now has TimescaleDB
         for trend in TRENDS:
-            conn.execute(f"CREATE VIEW {trend.name} AS {trend.query(_date_bin(trend))}")
+            conn.execute(f"CREATE VIEW {trend.name} AS {trend.query(date_bin(trend))}")
         assert not write_rows(conn, rows(5, ["d1", "d2"])).rejected
         assert ensure_schema(conn, "7 days", None) == "timescaledb"
         caggs = conn.execute("SELECT view_name FROM timescaledb_information.continuous_aggregates").fetchall()
