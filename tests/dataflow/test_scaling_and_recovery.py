@@ -61,10 +61,17 @@ def source_snapshot_committed(recovery: Path) -> bool:
     return count > 0
 
 
-def test_an_aborted_run_resumes_to_the_same_totals(tmp_path):
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> tuple[dict, Path]:
+    """The bundled data replayed once without interruption: the summary and the output folder."""
+    out = tmp_path_factory.mktemp("uninterrupted")
+    return run(REPO / "data" / "nab", out), out
+
+
+def test_an_aborted_run_resumes_to_the_same_totals(tmp_path, uninterrupted):
     """Replays the whole bundled sample (~5 s), kills the run part-way with SIGKILL, resumes."""
     bundled = REPO / "data" / "nab"
-    reference = run(bundled, tmp_path / "uninterrupted")
+    reference, reference_out = uninterrupted
 
     recovery = tmp_path / "recovery"
     recovery.mkdir()
@@ -94,15 +101,15 @@ def test_an_aborted_run_resumes_to_the_same_totals(tmp_path):
     # exactly once: the resumed run truncated what the aborted one wrote after its last snapshot
     for name in ("local_models.jsonl", "federated_models.jsonl"):
         lines = (out / name).read_bytes().count(b"\n")
-        assert lines == (tmp_path / "uninterrupted" / name).read_bytes().count(b"\n")
-    assert_same_anomalies(out, tmp_path / "uninterrupted")
+        assert lines == (reference_out / name).read_bytes().count(b"\n")
+    assert_same_anomalies(out, reference_out)
 
 
-def test_a_run_stopped_by_ctrl_c_drains_writes_its_summary_and_resumes_to_the_same_totals(tmp_path):
+def test_a_run_stopped_by_ctrl_c_drains_writes_its_summary_and_resumes_to_the_same_totals(tmp_path, uninterrupted):
     """SIGINT here; the live dataflow's stop test sends SIGTERM (the same handler)."""
     stop_signal = signal.SIGINT
     bundled = REPO / "data" / "nab"
-    reference = run(bundled, tmp_path / "uninterrupted")
+    reference, reference_out = uninterrupted
 
     recovery = tmp_path / "recovery"
     recovery.mkdir()
@@ -138,5 +145,5 @@ def test_a_run_stopped_by_ctrl_c_drains_writes_its_summary_and_resumes_to_the_sa
     assert comparable(summary) == comparable(reference)
     for name in ("local_models.jsonl", "federated_models.jsonl"):
         lines = (out / name).read_bytes().count(b"\n")
-        assert lines == (tmp_path / "uninterrupted" / name).read_bytes().count(b"\n")
-    assert_same_anomalies(out, tmp_path / "uninterrupted")
+        assert lines == (reference_out / name).read_bytes().count(b"\n")
+    assert_same_anomalies(out, reference_out)
