@@ -4,8 +4,9 @@ then installed into the server's tree from there.
     python -m deploy.local.timescaledb      # build if not cached, install if not installed
 
 TimescaleDB is not packaged for Debian's PostgreSQL 15, so the tests and a local stack build
-it from the release archive (``FLEAD_TIMESCALEDB_SOURCE``; a checkout of FLEAD next to the
-shared material finds ``../shared/vendor/timescaledb-2.28.3.tar.gz``). The build needs
+it from the release archive that ``FLEAD_TIMESCALEDB_SOURCE`` names (a
+``timescaledb-<version>.tar.gz`` from TimescaleDB's releases; ``.ci/run`` sets it when it finds
+one). The build needs
 ``cmake``, a C compiler and the server's headers (``postgresql-server-dev-<major>``) and takes
 about 1.5 minutes on 2 cores; its files are kept in ``FLEAD_TIMESCALEDB_CACHE`` (default
 ``~/.cache/flead/timescaledb-<version>-pg<major>``) so that later runs only copy them.
@@ -26,9 +27,6 @@ from pathlib import Path
 
 from deploy.local.servers import pg_bin_dir
 
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_SOURCE = REPO.parent / "shared" / "vendor" / "timescaledb-2.28.3.tar.gz"
-
 
 class TimescaleUnavailable(RuntimeError):
     """TimescaleDB cannot be had here; the message says why and what would change it."""
@@ -41,9 +39,14 @@ def pg_config(bin_dir: Path, option: str) -> str:
 
 
 def source_archive() -> Path:
-    source = Path(os.environ.get("FLEAD_TIMESCALEDB_SOURCE") or DEFAULT_SOURCE)
+    named = os.environ.get("FLEAD_TIMESCALEDB_SOURCE")
+    if not named:
+        raise TimescaleUnavailable(
+            "no TimescaleDB source archive: set FLEAD_TIMESCALEDB_SOURCE to a timescaledb-<version>.tar.gz"
+        )
+    source = Path(named)
     if not source.is_file():
-        raise TimescaleUnavailable(f"no TimescaleDB source archive at {source} (set FLEAD_TIMESCALEDB_SOURCE)")
+        raise TimescaleUnavailable(f"no TimescaleDB source archive at {source} (FLEAD_TIMESCALEDB_SOURCE)")
     return source
 
 
