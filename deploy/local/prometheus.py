@@ -16,7 +16,6 @@ import fcntl
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,10 +25,9 @@ import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-from deploy.local.servers import _alive, _tail, _terminate, free_port
+from deploy.local.servers import LocalServer, _tail, free_port
 
 VERSION = "v0.316.0"  # the Go module version of Prometheus 3.16.0 (v0.3MM.P is v3.MM.P)
 MODULE = "github.com/prometheus/prometheus"
@@ -91,13 +89,12 @@ def ensure_prometheus() -> Path:
     return cache
 
 
-class PrometheusServer:
+class PrometheusServer(LocalServer):
     """Prometheus on 127.0.0.1 (a free port) scraping ``targets`` every ``interval``, with a
     temporary data folder and a generated config. Stopped by its PID.
 
     ``job`` and ``metrics_path`` name the scrape job as a deployment's config does;
-    ``rule_files`` are loaded and evaluated every ``interval`` too. Use as a context manager,
-    or call ``start()`` and ``stop()``.
+    ``rule_files`` are loaded and evaluated every ``interval`` too.
     """
 
     def __init__(
@@ -113,14 +110,10 @@ class PrometheusServer:
         self.job = job
         self.metrics_path = metrics_path
         self.rule_files = [Path(path).resolve() for path in rule_files]
+        super().__init__(start_timeout)
         self.interval = interval
-        self.start_timeout = start_timeout
         self.port = 0
         self.url = ""
-        self.pid: int | None = None
-        self.log_path: Path | None = None
-        self._tmp: Path | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
 
     def config(self) -> dict[str, Any]:
         return {
@@ -139,16 +132,8 @@ class PrometheusServer:
             ],
         }
 
-    def start(self) -> Self:
-        """Write the config, launch Prometheus, wait until it says it is ready."""
-        try:
-            self._launch()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
     def _launch(self) -> None:
+        """Write the config, launch Prometheus, wait until it says it is ready."""
         binaries = ensure_prometheus()
         self._tmp = Path(tempfile.mkdtemp(prefix="flead-prometheus-"))
         config = self._tmp / "prometheus.yml"
@@ -200,29 +185,6 @@ class PrometheusServer:
         if data["resultType"] == "matrix":
             raise ValueError(f"{expression} is a range vector: a panel or a rule needs an instant vector")
         return data["result"]
-
-    def stop(self) -> None:
-        """SIGTERM Prometheus (SIGKILL after 30 s), remove its folder. Idempotent."""
-        if self._proc is not None:
-            if _alive(self._proc.pid):
-                _terminate(self._proc.pid, signal.SIGTERM, 30)
-            self._proc.wait()
-            self._proc = None
-        self.pid = None
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 if __name__ == "__main__":

@@ -112,22 +112,22 @@ def _kafka_cluster_id() -> str:
             return cluster_id
 
 
-class KafkaServer:
-    """A single-node Kafka broker+controller (KRaft) in a temp directory.
+class LocalServer:
+    """A server started on this machine for FLEAD's tests and local stack, in a folder of its own.
 
-    Use as a context manager, or call ``start()`` and ``stop()``.
+    ``start()`` launches it (``_launch``), stopping whatever it started when the launch fails;
+    ``stop()`` SIGTERMs its process (SIGKILL after 30 s) and removes its folder, and may be
+    called again. Use as a context manager, or call ``start()`` and ``stop()``.
     """
 
-    def __init__(self, start_timeout: float = 60.0) -> None:
+    def __init__(self, start_timeout: float) -> None:
         self.start_timeout = start_timeout
-        self.bootstrap = ""
         self.pid: int | None = None
         self.log_path: Path | None = None
         self._tmp: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Self:
-        """Format fresh storage, launch the broker, wait until it answers metadata."""
         try:
             self._launch()
         except BaseException:
@@ -136,6 +136,42 @@ class KafkaServer:
         return self
 
     def _launch(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            _terminate(self._proc.pid, signal.SIGTERM, 30)
+            self._proc.wait()
+            self._proc = None
+        self.pid = None
+        self._remove_folder()
+
+    def _remove_folder(self) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class KafkaServer(LocalServer):
+    """A single-node Kafka broker+controller (KRaft) in a temp directory."""
+
+    def __init__(self, start_timeout: float = 60.0) -> None:
+        super().__init__(start_timeout)
+        self.bootstrap = ""
+
+    def _launch(self) -> None:
+        """Format fresh storage, launch the broker, wait until it answers metadata."""
         libs = ensure_kafka_jars()
         self._tmp = Path(tempfile.mkdtemp(prefix="flead-kafka-"))
         broker_port, controller_port = _two_free_ports()
@@ -197,28 +233,6 @@ class KafkaServer:
             time.sleep(0.1)
         raise TimeoutError(f"topic {name!r} has no leaders after 30 s")
 
-    def stop(self) -> None:
-        """SIGTERM the broker (SIGKILL after 30 s), remove the temp dir. Idempotent."""
-        if self._proc is not None:
-            _terminate(self._proc.pid, signal.SIGTERM, 30)
-            self._proc.wait()
-            self._proc = None
-        self.pid = None
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 def _server_properties(broker_port: int, controller_port: int, log_dir: Path) -> str:
     return f"""\
@@ -259,7 +273,7 @@ def pg_bin_dir() -> Path:
     return Path(pg_ctl).parent
 
 
-class PostgresServer:
+class PostgresServer(LocalServer):
     """A throw-away PostgreSQL cluster on 127.0.0.1 with superuser and db ``flead``.
 
     initdb/pg_ctl refuse to run as root, so as root they run as the ``postgres`` system
@@ -269,13 +283,10 @@ class PostgresServer:
     """
 
     def __init__(self, start_timeout: float = 60.0, preload: str = "") -> None:
-        self.start_timeout = start_timeout
+        super().__init__(start_timeout)
         self.preload = preload
         self.port = 0
         self.url = ""
-        self.pid: int | None = None
-        self.log_path: Path | None = None
-        self._tmp: Path | None = None
         self._bin = pg_bin_dir()
         self._as_owner = [_runuser(), "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
@@ -284,16 +295,8 @@ class PostgresServer:
         assert self._tmp is not None
         return self._tmp / "data"
 
-    def start(self) -> Self:
+    def _launch(self) -> None:
         """Create a new cluster, start it, and create role and database ``flead``."""
-        try:
-            self._create()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _create(self) -> None:
         self._tmp = Path(tempfile.mkdtemp(prefix="flead-pg-", dir="/tmp"))
         if self._as_owner:
             owner = pwd.getpwnam("postgres")
@@ -336,9 +339,7 @@ class PostgresServer:
     def stop(self) -> None:
         """Stop the server and delete its data. Idempotent."""
         self.stop_server()
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
+        self._remove_folder()
 
     def _run(self, program: str, *args: str) -> None:
         done = subprocess.run(
@@ -350,17 +351,6 @@ class PostgresServer:
         if done.returncode != 0:
             log = _tail(self.log_path) if self.log_path else ""
             raise RuntimeError(f"{program} failed:\n{done.stdout}{done.stderr}\n{log}")
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _runuser() -> str:
