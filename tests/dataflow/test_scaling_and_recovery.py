@@ -68,17 +68,37 @@ def uninterrupted(tmp_path_factory) -> tuple[dict, Path]:
     return run(REPO / "data" / "nab", out), out
 
 
-def test_an_aborted_run_resumes_to_the_same_totals(tmp_path, uninterrupted):
-    """Replays the whole bundled sample (~5 s), kills the run part-way with SIGKILL, resumes."""
-    bundled = REPO / "data" / "nab"
-    reference, reference_out = uninterrupted
-
+def recoverable_replay(tmp_path: Path) -> tuple[Path, Path, list[str], dict[str, str]]:
+    """A recovery store, an output folder, and the command and settings of a replay of the
+    bundled data that snapshots every second into that store."""
     recovery = tmp_path / "recovery"
     recovery.mkdir()
     subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
     out = tmp_path / "resumed"
     command = flead_command("-r", str(recovery), "-s", "1", "-b", "0")
-    env = environment(bundled, out, FLEAD_PROGRESS_SECONDS="0.2")
+    return recovery, out, command, environment(REPO / "data" / "nab", out, FLEAD_PROGRESS_SECONDS="0.2")
+
+
+def resumed_as_uninterrupted(command: list[str], env: dict[str, str], out: Path, uninterrupted) -> dict:
+    """Run ``command`` again, check that it resumed and ended as the uninterrupted run, exactly
+    once (the resumed run truncated what the first one wrote after its last snapshot); its summary."""
+    reference, reference_out = uninterrupted
+    second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "flead: resuming the replay" in second.stdout, "the second run started from scratch"
+    summary = orjson.loads((out / "summary.json").read_bytes())
+    assert comparable(summary) == comparable(reference)
+    for name in ("local_models.jsonl", "federated_models.jsonl"):
+        lines = (out / name).read_bytes().count(b"\n")
+        assert lines == (reference_out / name).read_bytes().count(b"\n")
+    assert_same_anomalies(out, reference_out)
+    return summary
+
+
+def test_an_aborted_run_resumes_to_the_same_totals(tmp_path, uninterrupted):
+    """Replays the whole bundled sample (~5 s), kills the run part-way with SIGKILL, resumes."""
+    reference = uninterrupted[0]
+    recovery, out, command, env = recoverable_replay(tmp_path)
     first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
     rows_read = 0
     for line in first.stdout:
@@ -92,31 +112,15 @@ def test_an_aborted_run_resumes_to_the_same_totals(tmp_path, uninterrupted):
     assert 40_000 <= rows_read < reference["rows_read"], "the run ended before it could be aborted"
     assert not (out / "summary.json").exists()
 
-    second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert second.returncode == 0, second.stderr[-2000:]
-    assert "flead: resuming the replay" in second.stdout, "the second run started from scratch"
-    summary = orjson.loads((out / "summary.json").read_bytes())
-    assert comparable(summary) == comparable(reference)
+    summary = resumed_as_uninterrupted(command, env, out, uninterrupted)
     assert summary["rows_unaccounted"] == 0
-    # exactly once: the resumed run truncated what the aborted one wrote after its last snapshot
-    for name in ("local_models.jsonl", "federated_models.jsonl"):
-        lines = (out / name).read_bytes().count(b"\n")
-        assert lines == (reference_out / name).read_bytes().count(b"\n")
-    assert_same_anomalies(out, reference_out)
 
 
 def test_a_run_stopped_by_ctrl_c_drains_writes_its_summary_and_resumes_to_the_same_totals(tmp_path, uninterrupted):
     """SIGINT here; the live dataflow's stop test sends SIGTERM (the same handler)."""
     stop_signal = signal.SIGINT
-    bundled = REPO / "data" / "nab"
-    reference, reference_out = uninterrupted
-
-    recovery = tmp_path / "recovery"
-    recovery.mkdir()
-    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True)
-    out = tmp_path / "resumed"
-    command = flead_command("-r", str(recovery), "-s", "1", "-b", "0")
-    env = environment(bundled, out, FLEAD_PROGRESS_SECONDS="0.2")
+    reference = uninterrupted[0]
+    _, out, command, env = recoverable_replay(tmp_path)
     first = subprocess.Popen(
         command,
         cwd=REPO,
@@ -137,13 +141,5 @@ def test_a_run_stopped_by_ctrl_c_drains_writes_its_summary_and_resumes_to_the_sa
     assert stopped["rows_read"] == stopped["rows_processed"] + stopped["rows_rejected"]
     assert (out / "report.html").exists()
 
-    second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert second.returncode == 0, second.stderr[-2000:]
-    assert "flead: resuming the replay" in second.stdout, "the second run started from scratch"
-    summary = orjson.loads((out / "summary.json").read_bytes())
+    summary = resumed_as_uninterrupted(command, env, out, uninterrupted)
     assert "stopped_by" not in summary
-    assert comparable(summary) == comparable(reference)
-    for name in ("local_models.jsonl", "federated_models.jsonl"):
-        lines = (out / name).read_bytes().count(b"\n")
-        assert lines == (reference_out / name).read_bytes().count(b"\n")
-    assert_same_anomalies(out, reference_out)

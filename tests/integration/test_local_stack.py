@@ -36,7 +36,8 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_the_local_stack_runs_and_stops_everything_on_ctrl_c():
+def start_stack() -> tuple[subprocess.Popen[str], str]:
+    """The stack, and what it printed until it said where to look."""
     stack = subprocess.Popen(
         [sys.executable, "-m", "deploy.local.stack"],
         cwd=REPO,
@@ -49,11 +50,27 @@ def test_the_local_stack_runs_and_stops_everything_on_ctrl_c():
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     printed = ""
+    for line in stack.stdout:
+        printed += line
+        if "Logs" in line:
+            break
+    return stack, printed
+
+
+def stop_stack(stack: subprocess.Popen[str], stop_signal: signal.Signals) -> None:
+    """Send ``stop_signal`` and wait for the stack to end (killing it and its children if it does not)."""
+    stack.send_signal(stop_signal)
     try:
-        for line in stack.stdout:
-            printed += line
-            if "Logs" in line:
-                break
+        stack.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        for pid in [stack.pid, *children_of(stack.pid)]:
+            os.kill(pid, signal.SIGKILL)
+        raise
+
+
+def test_the_local_stack_runs_and_stops_everything_on_ctrl_c():
+    stack, printed = start_stack()
+    try:
         assert "FLEAD is running" in printed, printed
         url = re.search(r"PostgreSQL\s+(\S+)", printed)[1]
         metrics = re.search(r"Metrics\s+(\S+)", printed)[1]
@@ -69,45 +86,21 @@ def test_the_local_stack_runs_and_stops_everything_on_ctrl_c():
         with urllib.request.urlopen(metrics, timeout=5) as response:
             assert b'flead_events_total{outcome="processed"}' in response.read()
     finally:
-        stack.send_signal(signal.SIGINT)
-        try:
-            stack.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            for pid in [stack.pid, *children_of(stack.pid)]:
-                os.kill(pid, signal.SIGKILL)
-            raise
+        stop_stack(stack, signal.SIGINT)
     time.sleep(1)
     assert not [pid for pid in started if alive(pid)], "the stack left processes behind"
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_the_local_stack_stops_everything_it_started_on_sigterm_and_sighup(stop_signal):
-    stack = subprocess.Popen(
-        [sys.executable, "-m", "deploy.local.stack"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", "FLEAD_RATE": "2000"},
-    )
-    printed = ""
+    stack, printed = start_stack()
     try:
-        for line in stack.stdout:
-            printed += line
-            if "Logs" in line:
-                break
         assert "FLEAD is running" in printed, printed
         started = children_of(stack.pid)
         assert len(started) >= 3, started  # Kafka, the dataflow and the producer (PostgreSQL's runs on its own)
         ports = {int(port) for port in re.findall(r"127\.0\.0\.1:(\d+)", printed)}  # Kafka, PostgreSQL, metrics
     finally:
-        stack.send_signal(stop_signal)
-        try:
-            stack.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            for pid in [stack.pid, *children_of(stack.pid)]:
-                os.kill(pid, signal.SIGKILL)
-            raise
+        stop_stack(stack, stop_signal)
     assert "stopping" in stack.stdout.read()
     time.sleep(1)
     assert not [pid for pid in started if alive(pid)], "the stack left processes behind"

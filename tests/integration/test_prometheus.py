@@ -31,6 +31,7 @@ import pytest
 from deploy.local.prometheus import MODULE, VERSION, PrometheusServer, PrometheusUnavailable, ensure_prometheus
 from deploy.local.servers import free_port
 from tests.flead_runs import REPO, environment, flead_command
+from tests.integration.test_kafka import topics_env
 
 DEPLOY = REPO / "deploy"
 PROMETHEUS_DIR = DEPLOY / "prometheus"
@@ -258,14 +259,7 @@ def scraped_flead(prometheus_bin, nab_sample, tmp_path_factory, request) -> Iter
     postgres = request.getfixturevalue("postgres")
     out = tmp_path_factory.mktemp("prometheus-flead")
     suffix = uuid.uuid4().hex[:8]
-    topics = {
-        "FLEAD_KAFKA_BROKERS": kafka.bootstrap,
-        "FLEAD_TOPIC_TELEMETRY": f"edge-iiot-stream-{suffix}",
-        "FLEAD_TOPIC_ANOMALIES": f"anomalies-{suffix}",
-        "FLEAD_TOPIC_LOCAL_UPDATES": f"local-model-updates-{suffix}",
-        "FLEAD_TOPIC_GLOBAL_MODELS": f"global-model-updates-{suffix}",
-        "FLEAD_TOPIC_DEAD_LETTERS": f"dead-letters-{suffix}",
-    }
+    topics = topics_env(kafka)  # the run follows its topics: FLEAD_KAFKA_IDLE_SECONDS does not apply
     kafka.create_topic(topics["FLEAD_TOPIC_TELEMETRY"], partitions=2)  # one per process
     database = f"prometheus_{suffix}"
     with psycopg.connect(postgres.url, autocommit=True) as admin:
