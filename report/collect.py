@@ -53,11 +53,13 @@ class ReportCollector:
 
     def add_detections(self, detections: list[Detection]) -> None:
         devices = self.devices
+        capacity = self.capacity
         for detection in detections:
             reading = detection.reading
             trail = devices.get(reading.device_id)
             if trail is None:
                 trail = devices[reading.device_id] = _DeviceTrail()
+                capacity = self.capacity
             if detection.reading_index <= trail.life_index:
                 trail.earlier_lives = trail.last_index
             trail.life_index = detection.reading_index
@@ -70,7 +72,6 @@ class ReportCollector:
                 trail.marks.append(
                     AnomalyMark(reading.timestamp, detection.field, value, severity, detection.score, detection.alert)
                 )
-            capacity = self.capacity
             if len(trail.points) > 2 * capacity:
                 trail.points = _thinned(trail.points, stride(trail.last_index, capacity))
             if len(trail.marks) > 2 * capacity:
