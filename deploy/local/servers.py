@@ -13,6 +13,7 @@ import glob
 import hashlib
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -23,10 +24,14 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+from urllib.parse import quote
 
 import psycopg
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
+from psycopg import sql
+
+from deploy.local.tls import make_ca, make_pkcs12_keystore, make_server_certificate
 
 KAFKA_DIR = Path(__file__).resolve().parent / "kafka"
 KAFKA_LIBS = KAFKA_DIR / "libs"
@@ -40,12 +45,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _two_free_ports() -> tuple[int, int]:
-    first = free_port()
-    second = free_port()
-    while second == first:
-        second = free_port()
-    return first, second
+def _free_ports(count: int) -> list[int]:
+    """``count`` different ports that were free a moment ago."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 def _alive(pid: int) -> bool:
@@ -164,20 +171,51 @@ class LocalServer:
 
 
 class KafkaServer(LocalServer):
-    """A single-node Kafka broker+controller (KRaft) in a temp directory."""
+    """A single-node Kafka broker+controller (KRaft) in a temp directory.
 
-    def __init__(self, start_timeout: float = 60.0) -> None:
+    ``tls_password``: clients connect over SASL_SSL only, as SCRAM-SHA-512 user ``flead``
+    with this password, to a certificate of a throw-away CA (``ca_cert``, made with
+    ``deploy/local/tls.py``); the broker's own listeners (controller, inter-broker) stay
+    plaintext on 127.0.0.1. Without it, one PLAINTEXT listener serves everyone.
+    ``client_config`` holds the librdkafka settings a client needs beyond
+    ``bootstrap.servers`` (empty without TLS), ``flead_kafka_config`` the same as
+    ``FLEAD_KAFKA_CONFIG``.
+    """
+
+    USER = "flead"
+
+    def __init__(self, start_timeout: float = 60.0, tls_password: str | None = None) -> None:
         super().__init__(start_timeout)
+        self.tls_password = tls_password
         self.bootstrap = ""
+        self.ca_cert: Path | None = None
+        self.client_config: dict[str, str] = {}
+
+    @property
+    def flead_kafka_config(self) -> str:
+        """``client_config`` in the form of ``FLEAD_KAFKA_CONFIG``: ``key=value`` pairs separated by ``;``."""
+        return ";".join(f"{key}={value}" for key, value in self.client_config.items())
+
+    def admin_config(self) -> dict[str, str]:
+        """Everything a librdkafka client needs to reach this broker."""
+        return {"bootstrap.servers": self.bootstrap, **self.client_config}
 
     def _launch(self) -> None:
         """Format fresh storage, launch the broker, wait until it answers metadata."""
         libs = ensure_kafka_jars()
         self._tmp = Path(tempfile.mkdtemp(prefix="flead-kafka-"))
-        broker_port, controller_port = _two_free_ports()
-        self.bootstrap = f"127.0.0.1:{broker_port}"
         config = self._tmp / "server.properties"
-        config.write_text(_server_properties(broker_port, controller_port, self._tmp / "data"))
+        scram: list[str] = []
+        if self.tls_password is None:
+            broker_port, controller_port = _free_ports(2)
+            self.bootstrap = f"127.0.0.1:{broker_port}"
+            listeners = _plaintext_listeners(broker_port, controller_port)
+        else:
+            broker_port, inter_broker_port, controller_port = _free_ports(3)
+            self.bootstrap = f"127.0.0.1:{broker_port}"
+            listeners = self._sasl_ssl_listeners(broker_port, inter_broker_port, controller_port)
+            scram = ["--add-scram", f"SCRAM-SHA-512=[name={self.USER},password={self.tls_password}]"]
+        config.write_text(_server_properties(listeners, self._tmp / "data"))
         java = [
             "java",
             "-Xms128m",
@@ -187,7 +225,7 @@ class KafkaServer(LocalServer):
             f"{libs}/*",
         ]
         storage = ["kafka.tools.StorageTool", "format", "--standalone"]
-        fmt = [*java, *storage, "-t", _kafka_cluster_id(), "-c", str(config)]
+        fmt = [*java, *storage, "-t", _kafka_cluster_id(), "-c", str(config), *scram]
         done = subprocess.run(fmt, check=False, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"Kafka storage format failed:\n{done.stdout}{done.stderr}")
@@ -203,6 +241,37 @@ class KafkaServer(LocalServer):
         self.pid = self._proc.pid
         self._wait_ready(self._proc, broker_port, self.log_path)
 
+    def _sasl_ssl_listeners(self, broker_port: int, inter_broker_port: int, controller_port: int) -> str:
+        """The listeners of a TLS broker; makes its CA, certificate and keystore, and ``client_config``."""
+        assert self._tmp is not None and self.tls_password is not None
+        folder = self._tmp / "tls"
+        folder.mkdir()
+        ca = make_ca(folder)
+        keystore_password = secrets.token_hex(16)
+        keystore = make_pkcs12_keystore(make_server_certificate(ca, folder), folder / "server.p12", keystore_password)
+        self.ca_cert = ca.cert
+        self.client_config = {
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanisms": "SCRAM-SHA-512",
+            "sasl.username": self.USER,
+            "sasl.password": self.tls_password,
+            "ssl.ca.location": str(ca.cert),
+        }
+        return f"""\
+listeners=SASL_SSL://127.0.0.1:{broker_port},BROKER://127.0.0.1:{inter_broker_port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=SASL_SSL://127.0.0.1:{broker_port},BROKER://127.0.0.1:{inter_broker_port}
+controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=BROKER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,BROKER:PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PKCS12
+ssl.keystore.location={keystore}
+ssl.keystore.password={keystore_password}
+ssl.key.password={keystore_password}
+"""
+
     def _wait_ready(self, proc: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
         """Wait for the port, then for a metadata answer: an open port is not enough."""
         deadline = time.monotonic() + self.start_timeout
@@ -211,7 +280,7 @@ class KafkaServer(LocalServer):
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 # Made once the port is open: librdkafka logs every refused connect.
-                admin = admin or AdminClient({"bootstrap.servers": self.bootstrap})
+                admin = admin or AdminClient(self.admin_config())
                 admin.list_topics(timeout=max(0.5, min(5.0, deadline - time.monotonic())))
                 return
             except (OSError, KafkaException):
@@ -221,7 +290,7 @@ class KafkaServer(LocalServer):
 
     def create_topic(self, name: str, partitions: int = 1) -> None:
         """Create ``name`` and wait until every partition has a leader."""
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        admin = AdminClient(self.admin_config())
         futures = admin.create_topics([NewTopic(name, num_partitions=partitions)])
         futures[name].result(timeout=30)
         deadline = time.monotonic() + 30
@@ -234,17 +303,22 @@ class KafkaServer(LocalServer):
         raise TimeoutError(f"topic {name!r} has no leaders after 30 s")
 
 
-def _server_properties(broker_port: int, controller_port: int, log_dir: Path) -> str:
+def _plaintext_listeners(broker_port: int, controller_port: int) -> str:
     return f"""\
-process.roles=broker,controller
-node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}
 listeners=PLAINTEXT://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}
 advertised.listeners=PLAINTEXT://127.0.0.1:{broker_port}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-log.dirs={log_dir}
+"""
+
+
+def _server_properties(listeners: str, log_dir: Path) -> str:
+    return f"""\
+process.roles=broker,controller
+node.id=1
+{listeners}log.dirs={log_dir}
 auto.create.topics.enable=true
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -280,13 +354,19 @@ class PostgresServer(LocalServer):
     user in a temp dir owned by it; as any other user they run as that user.
     ``preload``: libraries for ``shared_preload_libraries`` (``"timescaledb"``: TimescaleDB
     can be created; it must be installed, see ``deploy/local/timescaledb.py``).
+    ``tls_password``: TCP connections must use TLS (``ssl=on``, a certificate of a throw-away
+    CA, ``ca_cert``) and log in with a password (scram-sha-256): role ``flead`` has this one,
+    and ``url`` checks the server as ``sslmode=verify-full`` does. Without it, 127.0.0.1
+    connects without a password or TLS.
     """
 
-    def __init__(self, start_timeout: float = 60.0, preload: str = "") -> None:
+    def __init__(self, start_timeout: float = 60.0, preload: str = "", tls_password: str | None = None) -> None:
         super().__init__(start_timeout)
         self.preload = preload
+        self.tls_password = tls_password
         self.port = 0
         self.url = ""
+        self.ca_cert: Path | None = None
         self._bin = pg_bin_dir()
         self._as_owner = [_runuser(), "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
@@ -304,15 +384,47 @@ class PostgresServer(LocalServer):
         self.log_path = self._tmp / "postgres.log"
         initdb = ["-D", str(self._data), "-A", "trust", "-U", "postgres", "--no-sync"]
         self._run("initdb", *initdb, "-E", "UTF8", "--locale=C")
-        # Only the private socket dir and 127.0.0.1 may connect, without a password.
-        (self._data / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
+        if self.tls_password is None:
+            # Only the private socket dir and 127.0.0.1 may connect, without a password.
+            (self._data / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
+        else:
+            self._require_tls()
         self.port = free_port()
         self.start_again()
-        admin_dsn = f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
+        admin_host = "127.0.0.1" if self.tls_password is None else str(self._tmp)  # TLS: the private socket
+        admin_dsn = f"host={admin_host} port={self.port} user=postgres dbname=postgres"
         with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute("CREATE ROLE flead LOGIN SUPERUSER")
+            if self.tls_password is None:
+                conn.execute("CREATE ROLE flead LOGIN SUPERUSER")
+            else:
+                password = sql.Literal(self.tls_password)
+                conn.execute(sql.SQL("CREATE ROLE flead LOGIN SUPERUSER PASSWORD {}").format(password))
             conn.execute("CREATE DATABASE flead OWNER flead")
-        self.url = f"postgresql://flead@127.0.0.1:{self.port}/flead"
+        if self.tls_password is None:
+            self.url = f"postgresql://flead@127.0.0.1:{self.port}/flead"
+        else:
+            login = f"flead:{quote(self.tls_password, safe='')}"
+            self.url = (
+                f"postgresql://{login}@127.0.0.1:{self.port}/flead?sslmode=verify-full&sslrootcert={self.ca_cert}"
+            )
+
+    def _require_tls(self) -> None:
+        """TLS on with a throw-away CA's certificate; over TCP only TLS and a password (scram-sha-256)."""
+        folder = self._tmp / "tls"
+        folder.mkdir()
+        ca = make_ca(folder)
+        server = make_server_certificate(ca, folder)
+        if self._as_owner:  # the server must own its key (mode 0600) and read its certificate
+            owner = pwd.getpwnam("postgres")
+            for path in (folder, server.cert, server.key):
+                os.chown(path, owner.pw_uid, owner.pw_gid)
+        self.ca_cert = ca.cert
+        with (self._data / "postgresql.conf").open("a") as conf:
+            conf.write(
+                f"ssl = on\nssl_cert_file = '{server.cert}'\nssl_key_file = '{server.key}'\n"
+                "password_encryption = 'scram-sha-256'\n"
+            )
+        (self._data / "pg_hba.conf").write_text("local all all trust\nhostssl all flead 127.0.0.1/32 scram-sha-256\n")
 
     def start_again(self) -> None:
         """(Re)start the postmaster on the same data directory and port."""
