@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -22,22 +23,61 @@ T = TypeVar("T")
 
 
 class BrokersUnreachable(RuntimeError):
-    """Start-up stops: the Kafka brokers did not answer in time."""
+    """Start-up stops: the Kafka brokers did not answer in time, or refused FLEAD's client."""
+
+
+REFUSALS = frozenset(
+    {
+        ConfluentKafkaError._AUTHENTICATION,
+        ConfluentKafkaError._SSL,
+        ConfluentKafkaError.SASL_AUTHENTICATION_FAILED,
+    }
+)
+"""Connection errors that waiting does not cure (a wrong password, a certificate the client does
+not trust, a TLS handshake that fails): start-up stops at the first one instead of retrying."""
+
+_CHECK_PAUSE = 0.25
+_AFTER_STATE = re.compile(r"\s*\(after \d+ms in state \w+\)$")
 
 
 def check_brokers(kafka: KafkaSettings) -> set[str]:
-    """Ask the brokers for their topics within ``connect_seconds``; returns the topic names."""
-    config = kafka.client_config()
-    log.info("Kafka brokers %s, client settings %s", ",".join(kafka.brokers), masked_config(kafka.config))
-    client = AdminClient(config)
-    try:
-        metadata = client.list_topics(timeout=kafka.connect_seconds)
-    except KafkaException as exc:
-        raise BrokersUnreachable(
-            f"cannot reach the Kafka brokers {','.join(kafka.brokers)} within {kafka.connect_seconds:g} s"
-            f" (FLEAD_KAFKA_BROKERS, FLEAD_KAFKA_CONNECT_SECONDS): {exc.args[0].str() if exc.args else exc}"
-        ) from None
-    return set(metadata.topics)
+    """Ask the brokers for their topics within ``connect_seconds``; returns the topic names.
+
+    Raises :class:`BrokersUnreachable` with one line that names the brokers and the cause: at
+    once when they refuse the client (:data:`REFUSALS`: librdkafka would retry them for ever),
+    after ``connect_seconds`` when they do not answer. librdkafka's own log lines of the
+    failed connections are off for this client (unless FLEAD_KAFKA_CONFIG sets ``log_level``
+    or ``debug``): the line says what they would.
+    """
+    brokers = ",".join(kafka.brokers)
+    log.info("Kafka brokers %s, client settings %s", brokers, masked_config(kafka.config))
+    errors: list[ConfluentKafkaError] = []
+    client = AdminClient({"log_level": 0, **kafka.client_config(), "error_cb": errors.append})
+    deadline = time.monotonic() + kafka.connect_seconds
+    while True:
+        try:
+            return set(client.list_topics(timeout=max(0.01, min(_CHECK_PAUSE, deadline - time.monotonic()))).topics)
+        except KafkaException as exc:
+            failure = exc.args[0] if exc.args else exc
+        client.poll(0)  # serves error_cb
+        refusal = next((e for e in errors if e.code() in REFUSALS or e.fatal()), None)
+        if refusal is not None:
+            raise BrokersUnreachable(
+                f"the Kafka brokers {brokers} refused FLEAD's client (FLEAD_KAFKA_CONFIG): {_reason(refusal)}"
+            ) from None
+        if time.monotonic() >= deadline:
+            told = [e for e in errors if e.code() != ConfluentKafkaError._ALL_BROKERS_DOWN]
+            cause = _reason(told[-1] if told else failure)
+            raise BrokersUnreachable(
+                f"cannot reach the Kafka brokers {brokers} within {kafka.connect_seconds:g} s"
+                f" (FLEAD_KAFKA_BROKERS, FLEAD_KAFKA_CONNECT_SECONDS): {cause}"
+            ) from None
+
+
+def _reason(error: ConfluentKafkaError | BaseException) -> str:
+    """librdkafka's text of an error, on one line, without its timing suffix."""
+    text = error.str() if isinstance(error, ConfluentKafkaError) else str(error)
+    return _AFTER_STATE.sub("", " ".join(text.split()))
 
 
 def ensure_topics(kafka: KafkaSettings, existing: set[str]) -> None:
