@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import orjson
@@ -51,6 +52,12 @@ def anomaly_keys(out_dir: Path) -> Counter[tuple[str, str, str, float]]:
     count, not a set, so that an anomaly written twice differs from one written once."""
     rows = (orjson.loads(line) for line in (out_dir / "anomalies.jsonl").read_bytes().splitlines())
     return Counter((row["device_id"], row["timestamp"], row["severity"], row["score"]) for row in rows)
+
+
+def anomaly_rows_keys(anomaly_rows: Iterable[dict]) -> Counter[tuple[str, str, str]]:
+    """How many times each anomaly (device, time, severity) is among ``anomaly_rows``: a count,
+    not a set, so that an anomaly delivered twice differs from one delivered once."""
+    return Counter((r["device_id"], r["timestamp"], r["severity"]) for r in anomaly_rows)
 
 
 def assert_same_anomalies(out_dir: Path, reference_out: Path) -> None:

@@ -188,6 +188,8 @@ class KafkaServer(LocalServer):
         super().__init__(start_timeout)
         self.tls_password = tls_password
         self.bootstrap = ""
+        self._broker_command: list[str] = []
+        self._broker_port = 0
         self.ca_cert: Path | None = None
         self.client_config: dict[str, str] = {}
 
@@ -230,16 +232,28 @@ class KafkaServer(LocalServer):
         if done.returncode != 0:
             raise RuntimeError(f"Kafka storage format failed:\n{done.stdout}{done.stderr}")
         self.log_path = self._tmp / "kafka.log"
-        with self.log_path.open("wb") as log:
+        self._broker_command = [*java, "kafka.Kafka", str(config)]
+        self._broker_port = broker_port
+        self._start_broker()
+
+    def _start_broker(self) -> None:
+        assert self.log_path is not None
+        with self.log_path.open("ab") as log:
             # Own session: a Ctrl-C in the terminal must not race the orderly stop().
             self._proc = subprocess.Popen(
-                [*java, "kafka.Kafka", str(config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+                self._broker_command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         self.pid = self._proc.pid
-        self._wait_ready(self._proc, broker_port, self.log_path)
+        self._wait_ready(self._proc, self._broker_port, self.log_path)
+
+    def restart(self, down_seconds: float = 0.0) -> None:
+        """Stop the broker as an operator would (SIGTERM: it shuts down in order), keep it down
+        ``down_seconds``, and start it again on the same ports and data."""
+        assert self._proc is not None, "the broker is not running"
+        _terminate(self._proc.pid, signal.SIGTERM, 30)
+        self._proc.wait()
+        time.sleep(down_seconds)
+        self._start_broker()
 
     def _sasl_ssl_listeners(self, broker_port: int, inter_broker_port: int, controller_port: int) -> str:
         """The listeners of a TLS broker; makes its CA, certificate and keystore, and ``client_config``."""

@@ -23,7 +23,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from dataflows.config import KafkaSettings
 from dataflows.kafka_admin import check_brokers, ensure_topics, newest_global_model
 from deploy.local.servers import KafkaServer, free_port
-from tests.flead_runs import REPO, comparable, environment, flead_command, run
+from tests.flead_runs import REPO, anomaly_rows_keys, comparable, environment, flead_command
 
 pytestmark = pytest.mark.integration
 
@@ -112,24 +112,6 @@ def messages_on(bootstrap: str, topic: str, partition: int | None = None) -> int
 
 def rows(messages: list) -> list[dict]:
     return [orjson.loads(message.value()) for message in messages]
-
-
-def anomaly_rows_keys(anomaly_rows: list[dict]) -> Counter[tuple[str, str, str]]:
-    """How many times each anomaly (device, time, severity) is among ``anomaly_rows``: a count,
-    not a set, so that an anomaly delivered twice differs from one delivered once."""
-    return Counter((r["device_id"], r["timestamp"], r["severity"]) for r in anomaly_rows)
-
-
-@pytest.fixture(scope="module")
-def replay_reference(nab_sample, tmp_path_factory):
-    out = tmp_path_factory.mktemp("replay-reference")
-    summary = run(nab_sample, out)
-    anomalies = [orjson.loads(line) for line in (out / "anomalies.jsonl").read_bytes().splitlines()]
-    keys = anomaly_rows_keys(anomalies)
-    # a comparison with an empty reference, or one holding an anomaly twice, would prove nothing
-    assert keys and max(keys.values()) == 1, "the replay's anomalies are not a non-empty list of distinct ones"
-    assert summary["local_updates"] > 0 and summary["global_versions"] > 0
-    return summary, keys
 
 
 def test_producer_to_dataflow_to_topics_and_tables_matches_replay(
