@@ -4,7 +4,11 @@ The same DDL serves plain PostgreSQL and TimescaleDB. With the ``timescaledb`` e
 tables become hypertables on their time column, compressed after ``FLEAD_DB_COMPRESS_AFTER``
 and dropped after ``FLEAD_DB_RETAIN_FOR`` (off unless set); without it they stay plain tables
 with time indexes. The hourly trends over them are in ``sinks/database_trends.py``.
-:func:`prepare_database` creates the schema at start-up, once per process.
+
+:func:`ensure_schema` creates or updates all of it (the owner's ``python -m sinks.migrate``);
+:func:`schema_changes` says, reading the catalogs only, what it would still change.
+:func:`prepare_database`, at start-up, once per process, creates the schema only when that
+list is not empty, so a dataflow whose role may only insert starts on a schema its owner made.
 """
 
 from __future__ import annotations
@@ -13,12 +17,15 @@ import logging
 import math
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import psycopg
 
 from instrumentation.masking import masked_url
-from sinks.database_trends import make_continuous_aggregates, make_trend_views
+from sinks.database_trends import make_continuous_aggregates, make_trend_views, trend_changes
 
 log = logging.getLogger("flead.timescale")
 
@@ -101,6 +108,26 @@ ALTER TABLE local_models ADD COLUMN IF NOT EXISTS normal_model jsonb;
 ALTER TABLE federated_models ADD COLUMN IF NOT EXISTS threshold double precision;
 ALTER TABLE federated_models ADD COLUMN IF NOT EXISTS normal_model jsonb;
 """
+
+
+def schema_columns(ddl: str) -> dict[str, tuple[str, ...]]:
+    """Each table's columns in ``ddl``: those of its ``CREATE TABLE``, then those ``ALTER TABLE`` adds.
+
+    >>> schema_columns('CREATE TABLE IF NOT EXISTS t (\\n  a int NOT NULL,\\n  "b" text,\\n  PRIMARY KEY (a)\\n);\\n'
+    ...                'ALTER TABLE t ADD COLUMN IF NOT EXISTS c jsonb;')
+    {'t': ('a', 'b', 'c')}
+    """
+    columns: dict[str, list[str]] = {}
+    for table, body in re.findall(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", ddl, re.S):
+        lines = [line.strip() for line in body.splitlines() if line.strip()]
+        columns[table] = [re.match(r'"?(\w+)', line)[1] for line in lines if not line.startswith("PRIMARY KEY")]
+    for table, column in re.findall(r'ALTER TABLE (\w+) ADD COLUMN IF NOT EXISTS "?(\w+)', ddl):
+        columns[table].append(column)
+    return {table: tuple(names) for table, names in columns.items()}
+
+
+COLUMNS = schema_columns(SCHEMA)
+INDEXES = tuple(re.findall(r"CREATE INDEX IF NOT EXISTS (\w+)", SCHEMA))
 
 
 @dataclass(frozen=True)
@@ -186,6 +213,106 @@ def connect(url: str, timeout: float = 5.0) -> psycopg.Connection:
     )
 
 
+class Change(NamedTuple):
+    """One thing :func:`ensure_schema` would create or change: ``create``, ``table anomalies``."""
+
+    verb: str
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.verb} {self.what}"
+
+    @property
+    def done(self) -> str:
+        """The change as done: ``created table anomalies``."""
+        past = {"add": "added", "create": "created", "make": "made", "remove": "removed", "replace": "replaced"}
+        return f"{past.get(self.verb, self.verb)} {self.what}"
+
+
+def schema_changes(
+    conn: psycopg.Connection, compress_after: str | None = None, retain_for: str | None = None
+) -> list[Change]:
+    """What :func:`ensure_schema` would create or change in this database; empty when the schema
+    is complete and current: every table with every column and index, and with TimescaleDB every
+    hypertable, its settings and policies as ``compress_after`` and ``retain_for`` ask, and the
+    trends. It reads the catalogs only, so any role that can connect may ask. The extension is
+    counted only when this role could create it (``ensure_schema`` stays plain otherwise).
+    """
+    _check_intervals(conn, compress_after, retain_for)
+    changes = []
+    installed = conn.execute("SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'timescaledb')").fetchone()[0]
+    timescaledb = installed
+    if not installed and timescaledb_unavailable(conn) is None and _may_create_timescaledb(conn):
+        changes.append(Change("create", "the timescaledb extension"))
+        timescaledb = True
+    hypertables = set()
+    if installed:
+        found = (
+            "SELECT hypertable_name FROM timescaledb_information.hypertables WHERE hypertable_schema = current_schema()"
+        )
+        hypertables = {row[0] for row in conn.execute(found)}
+    for name, expected in COLUMNS.items():
+        columns = conn.execute(
+            "SELECT array_agg(attname::text) FROM pg_attribute "
+            "WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
+            (name,),
+        ).fetchone()[0]
+        if columns is None:
+            changes.append(Change("create", f"table {name}"))
+        else:
+            changes += [Change("add", f"column {name}.{column}") for column in expected if column not in columns]
+    for index in INDEXES:
+        if conn.execute("SELECT to_regclass(%s) IS NULL", (index,)).fetchone()[0]:
+            changes.append(Change("create", f"index {index}"))
+    if timescaledb:
+        for table in TABLES.values():
+            if table.chunk_interval is not None:
+                changes += _hypertable_changes(conn, table, table.name in hypertables, compress_after, retain_for)
+    changes += [Change(verb, what) for verb, what in trend_changes(conn, timescaledb, retain_for)]
+    return changes
+
+
+def _hypertable_changes(
+    conn: psycopg.Connection, table: Table, exists: bool, compress_after: str | None, retain_for: str | None
+) -> list[Change]:
+    """What :func:`_make_hypertables` would change on ``table``; ``exists``: it is a hypertable already."""
+    changes = []
+    if not exists:
+        changes.append(Change("make", f"{table.name} a hypertable in chunks of {table.chunk_interval}"))
+    elif _earlier_chunk_interval(conn, table):
+        changes.append(Change("set", f"the chunk interval of {table.name} to {table.chunk_interval}"))
+    compress = compress_after if table.compression is not None else None
+    if compress is not None and (not exists or _compression_outdated(conn, table)):
+        changes.append(Change("set", f"the compression of {table.name} (orderby {table.orderby})"))
+    for kind, interval in (("compression", compress), ("retention", retain_for)):
+        current = _policy(conn, table.name, kind) if exists else None
+        if _policy_matches(conn, current, interval):
+            continue
+        if interval is None:
+            changes.append(Change("remove", f"the {kind} policy of {table.name}"))
+        else:
+            changes.append(Change("set", f"the {kind} policy of {table.name}: {interval}"))
+    return changes
+
+
+def _check_intervals(conn: psycopg.Connection, *intervals: str | None) -> None:
+    """A bad interval fails here, in both modes (``psycopg.errors.InvalidDatetimeFormat``)."""
+    for interval in intervals:
+        if interval is not None:
+            conn.execute("SELECT %s::interval", (interval,))
+
+
+def _may_create_timescaledb(conn: psycopg.Connection) -> bool:
+    """Whether this role may create the extension: a superuser, or, for a trusted extension
+    (TimescaleDB's is), a role with CREATE on the database (its owner, say)."""
+    return conn.execute(
+        "SELECT r.rolsuper OR (v.trusted AND has_database_privilege(current_database(), 'CREATE')) "
+        "FROM pg_roles r, pg_available_extensions e "
+        "JOIN pg_available_extension_versions v ON v.name = e.name AND v.version = e.default_version "
+        "WHERE r.rolname = current_user AND e.name = 'timescaledb'"
+    ).fetchone()[0]
+
+
 def ensure_schema(conn: psycopg.Connection, compress_after: str | None = None, retain_for: str | None = None) -> str:
     """Create what is missing; returns the mode: ``"timescaledb"`` or ``"postgresql"``.
 
@@ -194,12 +321,9 @@ def ensure_schema(conn: psycopg.Connection, compress_after: str | None = None, r
     ``conn`` must be in autocommit mode: continuous aggregates cannot be created inside a
     transaction, so they are made after the schema's transaction, under the same lock.
     """
-    conn.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK,))
-    try:
+    with schema_lock(conn):
         with conn.transaction():
-            for interval in (compress_after, retain_for):
-                if interval is not None:
-                    conn.execute("SELECT %s::interval", (interval,))
+            _check_intervals(conn, compress_after, retain_for)
             plain_because = _create_timescaledb(conn)
             conn.execute(SCHEMA)
             if plain_because is None:
@@ -209,10 +333,28 @@ def ensure_schema(conn: psycopg.Connection, compress_after: str | None = None, r
         if plain_because is None:
             make_continuous_aggregates(conn, retain_for)
             return "timescaledb"
+    return "postgresql"
+
+
+@contextmanager
+def schema_lock(conn: psycopg.Connection) -> Iterator[None]:
+    """One session at a time makes, changes or checks the schema (a session-level advisory lock,
+    which any role may take; a session may take it again inside)."""
+    conn.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK,))
+    try:
+        yield
     finally:
         if not conn.closed:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_SCHEMA_LOCK,))
-    return "postgresql"
+
+
+def mode_description(conn: psycopg.Connection, mode: str, compress_after: str | None, retain_for: str | None) -> str:
+    """The mode in words, for the line that start-up and the migrate print."""
+    if mode == "timescaledb":
+        policies = f"compression after {compress_after or 'never'}, retention {retain_for or 'forever'}"
+        return f"TimescaleDB hypertables ({policies})"
+    reason = timescaledb_unavailable(conn) or "this role cannot create the timescaledb extension"
+    return f"plain PostgreSQL tables with time indexes ({reason})"
 
 
 def timescaledb_unavailable(conn: psycopg.Connection) -> str | None:
@@ -222,8 +364,10 @@ def timescaledb_unavailable(conn: psycopg.Connection) -> str | None:
         return "no timescaledb extension on the server"
     if found[0] is not None:
         return None
-    preloaded = conn.execute("SELECT current_setting('shared_preload_libraries')").fetchone()[0]
-    if "timescaledb" not in {name.strip() for name in preloaded.split(",")}:
+    # A setting of TimescaleDB's loader, there when the server preloads it: any role can see it,
+    # where shared_preload_libraries is for superusers (and pg_read_all_settings) only.
+    preloaded = conn.execute("SELECT EXISTS (SELECT FROM pg_settings WHERE name = 'timescaledb.disable_load')")
+    if not preloaded.fetchone()[0]:
         return (
             "the server has the timescaledb extension but does not preload it; for hypertables add"
             " timescaledb to shared_preload_libraries and restart the server"
@@ -269,14 +413,19 @@ def _make_hypertables(conn: psycopg.Connection, compress_after: str | None, reta
         _set_policy(conn, table.name, "retention", retain_for)
 
 
-def _set_chunk_interval(conn: psycopg.Connection, table: Table) -> None:
-    """Move a hypertable still at the earlier builds' interval to this build's (for new chunks)."""
+def _earlier_chunk_interval(conn: psycopg.Connection, table: Table) -> bool:
+    """Whether the hypertable is still at the earlier builds' chunk interval (and this build's differs)."""
     earlier = conn.execute(
         "SELECT time_interval = %s::interval AND time_interval <> %s::interval FROM timescaledb_information.dimensions "
         "WHERE hypertable_schema = current_schema() AND hypertable_name = %s AND dimension_number = 1",
         (_EARLIER_CHUNK_INTERVAL, table.chunk_interval, table.name),
     ).fetchone()
-    if earlier is not None and earlier[0]:
+    return earlier is not None and earlier[0]
+
+
+def _set_chunk_interval(conn: psycopg.Connection, table: Table) -> None:
+    """Move a hypertable still at the earlier builds' interval to this build's (for new chunks)."""
+    if _earlier_chunk_interval(conn, table):
         conn.execute("SELECT set_chunk_time_interval(%s::regclass, %s::interval)", (table.name, table.chunk_interval))
 
 
@@ -294,6 +443,12 @@ def _set_compression(conn: psycopg.Connection, table: Table) -> None:
 
     New settings apply to the chunks compressed from then on; settings changed by hand stay.
     """
+    if _compression_outdated(conn, table):
+        conn.execute(f"ALTER TABLE {table.name} SET (timescaledb.compress, {table.compression})")
+
+
+def _compression_outdated(conn: psycopg.Connection, table: Table) -> bool:
+    """Whether the hypertable's compression is off, or still at an earlier build's settings."""
     enabled, segmentby, orderby = conn.execute(
         "SELECT h.compression_enabled, s.segmentby, s.orderby FROM timescaledb_information.hypertables h "
         "LEFT JOIN timescaledb_information.hypertable_compression_settings s "
@@ -301,16 +456,14 @@ def _set_compression(conn: psycopg.Connection, table: Table) -> None:
         "WHERE h.hypertable_schema = current_schema() AND h.hypertable_name = %s",
         (table.name,),
     ).fetchone()
-    if enabled:
-        if _same_columns(segmentby, table.segmentby) and _same_columns(orderby, table.orderby):
-            return
-        earlier_segmentby, earlier_orderbys = _EARLIER_COMPRESSION[table.name]
-        earlier = _same_columns(segmentby, earlier_segmentby) and any(
-            _same_columns(orderby, earlier_orderby) for earlier_orderby in earlier_orderbys
-        )
-        if not earlier:
-            return
-    conn.execute(f"ALTER TABLE {table.name} SET (timescaledb.compress, {table.compression})")
+    if not enabled:
+        return True
+    if _same_columns(segmentby, table.segmentby) and _same_columns(orderby, table.orderby):
+        return False
+    earlier_segmentby, earlier_orderbys = _EARLIER_COMPRESSION[table.name]
+    return _same_columns(segmentby, earlier_segmentby) and any(
+        _same_columns(orderby, earlier_orderby) for earlier_orderby in earlier_orderbys
+    )
 
 
 def _set_policy(conn: psycopg.Connection, table: str, kind: str, interval: str | None) -> None:
@@ -319,19 +472,30 @@ def _set_policy(conn: psycopg.Connection, table: str, kind: str, interval: str |
     A policy that already matches is left alone: re-adding it at every start-up would reset
     its schedule, and a process restarting more often than the schedule would never run it.
     """
+    current = _policy(conn, table, kind)
+    if _policy_matches(conn, current, interval):
+        return
+    if current is not None:
+        conn.execute(f"SELECT remove_{kind}_policy(%s::regclass)", (table,))
+    if interval is not None:
+        conn.execute(f"SELECT add_{kind}_policy(%s::regclass, %s::interval)", (table, interval))
+
+
+def _policy(conn: psycopg.Connection, table: str, kind: str) -> tuple[str] | None:
+    """The table's policy of ``kind`` as ``(interval,)``; ``None`` without one."""
     proc, key = _POLICIES[kind]
-    current = conn.execute(
+    return conn.execute(
         "SELECT config ->> %s FROM timescaledb_information.jobs "
         "WHERE proc_name = %s AND hypertable_schema = current_schema() AND hypertable_name = %s",
         (key, proc, table),
     ).fetchone()
-    if current is not None:
-        same = "SELECT %s::interval = %s::interval"
-        if interval is not None and conn.execute(same, (current[0], interval)).fetchone()[0]:
-            return
-        conn.execute(f"SELECT remove_{kind}_policy(%s::regclass)", (table,))
-    if interval is not None:
-        conn.execute(f"SELECT add_{kind}_policy(%s::regclass, %s::interval)", (table, interval))
+
+
+def _policy_matches(conn: psycopg.Connection, current: tuple[str] | None, interval: str | None) -> bool:
+    """Whether a policy ``current`` (from :func:`_policy`) is the one ``interval`` asks for."""
+    if current is None or interval is None:
+        return current is None and interval is None
+    return conn.execute("SELECT %s::interval = %s::interval", (current[0], interval)).fetchone()[0]
 
 
 _prepared: dict[str, str] = {}
@@ -346,11 +510,19 @@ def retention_seconds(url: str) -> float | None:
         return _retention_seconds.get(url)
 
 
-def prepare_database(url: str, compress_after: str | None, retain_for: str | None, timeout: float = 5.0) -> str:
-    """Create the schema once per process and log the mode in one line; returns the mode.
+MIGRATE_COMMAND = "python -m sinks.migrate"
 
-    Raises ``RuntimeError`` naming the URL without its password when the URL is malformed,
-    the database cannot be reached within ``timeout`` seconds, or the schema cannot be created.
+
+def prepare_database(url: str, compress_after: str | None, retain_for: str | None, timeout: float = 5.0) -> str:
+    """Make sure the schema is complete and current, once per process, and log the mode in one
+    line; returns the mode.
+
+    Only a schema with :func:`schema_changes` left is created or updated here, so a role that
+    may only insert starts on a schema its owner made (``python -m sinks.migrate``), and a role
+    that may create (the owner, a superuser) creates it as before. Raises ``RuntimeError``
+    naming the URL without its password when the URL is malformed, the database cannot be
+    reached within ``timeout`` seconds, the schema cannot be created, or this role may not
+    insert into every table; when a privilege is missing it says to run the migrate command.
     """
     with _prepared_lock:
         if url in _prepared:
@@ -365,28 +537,45 @@ def prepare_database(url: str, compress_after: str | None, retain_for: str | Non
             raise RuntimeError(f"cannot reach the database {masked_url(url)}: {first_line(exc)}") from None
         with conn:
             try:
-                mode = ensure_schema(conn, compress_after, retain_for)
+                mode = _ready_schema(conn, url, compress_after, retain_for)
                 if mode == "timescaledb" and retain_for is not None:
                     seconds = conn.execute("SELECT extract(epoch FROM %s::interval)::float8", (retain_for,))
                     _retention_seconds[url] = seconds.fetchone()[0]
-                plain_because = None
-                if mode == "postgresql":
-                    plain_because = timescaledb_unavailable(conn) or "this role cannot create the timescaledb extension"
+                described = mode_description(conn, mode, compress_after, retain_for)
             except psycopg.Error as exc:
                 raise RuntimeError(f"cannot prepare the database {masked_url(url)}: {first_line(exc)}") from None
         _prepared[url] = mode
-        if plain_because is None:
-            log.info(
-                "database %s: TimescaleDB hypertables (compression after %s, retention %s)",
-                masked_url(url),
-                compress_after or "never",
-                retain_for or "forever",
-            )
-        else:
-            log.log(
-                logging.INFO if plain_because.startswith("no ") else logging.WARNING,
-                "database %s: plain PostgreSQL tables with time indexes (%s)",
-                masked_url(url),
-                plain_because,
-            )
+        # Plain tables are worth a warning only where the server could have had TimescaleDB.
+        quiet = mode == "timescaledb" or "(no timescaledb extension on the server)" in described
+        log.log(logging.INFO if quiet else logging.WARNING, "database %s: %s", masked_url(url), described)
         return mode
+
+
+def _ready_schema(conn: psycopg.Connection, url: str, compress_after: str | None, retain_for: str | None) -> str:
+    """Create what the schema lacks, if anything, then check this role may insert; returns the mode.
+
+    Under the schema's lock, so that a start-up during a migrate waits for it instead of
+    finding half a schema.
+    """
+    with schema_lock(conn):
+        changes = schema_changes(conn, compress_after, retain_for)
+        if changes:
+            try:
+                ensure_schema(conn, compress_after, retain_for)
+            except psycopg.errors.InsufficientPrivilege as exc:
+                more = f" and {len(changes) - 1} more" if len(changes) > 1 else ""
+                raise RuntimeError(
+                    f"the database {masked_url(url)} needs its schema made or updated ({changes[0]}{more}) and this "
+                    f"role may not ({first_line(exc)}): run `{MIGRATE_COMMAND}` with the owner's URL in "
+                    "FLEAD_DATABASE_URL, then start again"
+                ) from None
+        may_insert = "SELECT has_table_privilege(%s, 'INSERT')"
+        denied = [name for name in TABLES if not conn.execute(may_insert, (name,)).fetchone()[0]]
+        if denied:
+            role = conn.execute("SELECT current_user").fetchone()[0]
+            raise RuntimeError(
+                f"role {role} may not insert into {', '.join(denied)} in {masked_url(url)}: run "
+                f"`{MIGRATE_COMMAND} --writer {role}` with the owner's URL in FLEAD_DATABASE_URL, then start again"
+            )
+        installed = conn.execute("SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'timescaledb')")
+        return "timescaledb" if installed.fetchone()[0] else "postgresql"

@@ -5,6 +5,7 @@ ordinary views of the same columns on plain PostgreSQL. Grafana's trend panels r
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import psycopg
@@ -21,6 +22,23 @@ class Trend:
     """The columns after ``bucket``; ``{bucket}`` stands for the hour of the source's time column."""
     group_by: str
     """The grouping columns after ``bucket``."""
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The relation's columns: ``bucket``, then each of ``select`` by its alias or its name.
+
+        >>> TRENDS[0].columns
+        ('bucket', 'device_id', 'severity', 'anomalies', 'max_score', 'last_at')
+        """
+        names, depth, item = ["bucket"], 0, ""
+        for char in self.select + ",":
+            if char == "," and depth == 0:
+                names.append(re.split(r"\s+AS\s+", item.strip(), flags=re.IGNORECASE)[-1].strip('"'))
+                item = ""
+                continue
+            depth += (char == "(") - (char == ")")
+            item += char
+        return tuple(names)
 
     def query(self, bucket: str) -> str:
         columns = self.select.format(bucket=bucket)
@@ -90,18 +108,9 @@ def make_continuous_aggregates(conn: psycopg.Connection, retain_for: str | None)
     A plain view of the same name (the database was used without TimescaleDB) is replaced.
     They are created empty: until the first refresh, real-time aggregation answers from the rows.
     """
-    start = None
-    if retain_for is not None:
-        start = conn.execute("SELECT greatest(%s::interval, %s::interval)::text", (retain_for, _TREND_REFRESH_LEAST))
-        start = start.fetchone()[0]
+    start = _refresh_start(conn, retain_for)
     for trend in TRENDS:
-        plain_view = conn.execute(
-            "SELECT to_regclass(%s) IS NOT NULL AND NOT EXISTS "
-            "(SELECT FROM timescaledb_information.continuous_aggregates "
-            "WHERE view_schema = current_schema() AND view_name = %s)",
-            (trend.name, trend.name),
-        ).fetchone()[0]
-        if plain_view:
+        if _plain_view(conn, trend.name):
             conn.execute(f"DROP VIEW {trend.name}")
         conn.execute(
             f"CREATE MATERIALIZED VIEW IF NOT EXISTS {trend.name} "
@@ -111,18 +120,80 @@ def make_continuous_aggregates(conn: psycopg.Connection, retain_for: str | None)
         _set_refresh_policy(conn, trend.name, start)
 
 
-def _set_refresh_policy(conn: psycopg.Connection, view: str, start: str | None) -> None:
-    """Make the aggregate's refresh policy start ``start`` before now (``None``: all of the past);
-    a policy that matches is left alone (as the tables' policies are, in ``sinks/database_schema.py``)."""
-    current = conn.execute(
+def trend_changes(conn: psycopg.Connection, timescaledb: bool, retain_for: str | None) -> list[tuple[str, str]]:
+    """What :func:`make_trend_views` (``timescaledb`` false) or :func:`make_continuous_aggregates`
+    would change, as ``(verb, what)``; read from the catalogs only. With ``timescaledb``, the
+    database has the extension or is about to get it."""
+    changes = []
+    installed = conn.execute("SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'timescaledb')").fetchone()[0]
+    start = _refresh_start(conn, retain_for) if timescaledb else None
+    for trend in TRENDS:
+        columns = conn.execute(
+            "SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute "
+            "WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
+            (trend.name,),
+        ).fetchone()[0]
+        if not timescaledb:
+            if columns is None:
+                changes.append(("create", f"the view {trend.name}"))
+            elif tuple(columns) != trend.columns:
+                changes.append(("replace", f"the view {trend.name} (other columns)"))
+            continue
+        if columns is None:
+            changes.append(("create", f"the continuous aggregate {trend.name}"))
+        elif not installed or _plain_view(conn, trend.name):
+            changes.append(("replace", f"the view {trend.name} by a continuous aggregate"))
+        elif _refresh_policy_matches(conn, trend.name, start):
+            continue
+        changes.append(("set", f"the refresh policy of {trend.name}: {_refresh_window(start)}"))
+    return changes
+
+
+def _refresh_window(start: str | None) -> str:
+    return f"{f'the last {start}' if start else 'all of the past'} up to {_TREND_REFRESH_END} ago"
+
+
+def _refresh_start(conn: psycopg.Connection, retain_for: str | None) -> str | None:
+    """How far back the refresh policy reaches: ``None`` (all of the past), or retention's window."""
+    if retain_for is None:
+        return None
+    start = conn.execute("SELECT greatest(%s::interval, %s::interval)::text", (retain_for, _TREND_REFRESH_LEAST))
+    return start.fetchone()[0]
+
+
+def _plain_view(conn: psycopg.Connection, name: str) -> bool:
+    """Whether ``name`` is there, but not as a continuous aggregate (the database has TimescaleDB)."""
+    return conn.execute(
+        "SELECT to_regclass(%s) IS NOT NULL AND NOT EXISTS "
+        "(SELECT FROM timescaledb_information.continuous_aggregates "
+        "WHERE view_schema = current_schema() AND view_name = %s)",
+        (name, name),
+    ).fetchone()[0]
+
+
+def _refresh_policy(conn: psycopg.Connection, view: str) -> tuple[str | None] | None:
+    """The aggregate's refresh policy as ``(start_offset,)``; ``None`` without one."""
+    return conn.execute(
         "SELECT config ->> 'start_offset' FROM timescaledb_information.jobs "
         "WHERE proc_name = 'policy_refresh_continuous_aggregate' AND hypertable_schema = current_schema() "
         "AND hypertable_name = %s",
         (view,),
     ).fetchone()
-    if current is not None:
-        if conn.execute("SELECT %s::interval IS NOT DISTINCT FROM %s::interval", (current[0], start)).fetchone()[0]:
-            return
+
+
+def _refresh_policy_matches(conn: psycopg.Connection, view: str, start: str | None) -> bool:
+    current = _refresh_policy(conn, view)
+    if current is None:
+        return False
+    return conn.execute("SELECT %s::interval IS NOT DISTINCT FROM %s::interval", (current[0], start)).fetchone()[0]
+
+
+def _set_refresh_policy(conn: psycopg.Connection, view: str, start: str | None) -> None:
+    """Make the aggregate's refresh policy start ``start`` before now (``None``: all of the past);
+    a policy that matches is left alone (as the tables' policies are, in ``sinks/database_schema.py``)."""
+    if _refresh_policy_matches(conn, view, start):
+        return
+    if _refresh_policy(conn, view) is not None:
         conn.execute("SELECT remove_continuous_aggregate_policy(%s::regclass)", (view,))
     conn.execute(
         "SELECT add_continuous_aggregate_policy(%s::regclass, start_offset => %s::interval, "

@@ -2,7 +2,9 @@
 
 The sink owns its connection, batching, retries and idempotency and nothing else:
 
-- the schema is created at start-up if missing, once per process (``sinks/database_schema.py``);
+- the schema is checked at start-up, once per process, and made only if it is missing or out
+  of date (``sinks/database_schema.py``): a role that may only insert needs its owner's
+  ``python -m sinks.migrate`` first;
 - ``write_batch`` only queues rows: a background thread writes them (``sinks/buffered_writer.py``).
   The queue is bounded; when it is full the oldest rows are dropped, and counted. Failed writes
   are retried with exponential backoff on a new connection; on shutdown the queue is drained
@@ -102,8 +104,9 @@ def _rows(items: Iterable[Item]) -> Iterable[TableRow]:
 class TimescaleSink(DynamicSink[Item]):
     """Writes ``(table, row)`` or ``(table, [rows])`` items; each worker has its own writer thread.
 
-    ``build`` creates the schema (once per process) and fails if the database cannot be
-    reached within ``connect_timeout`` seconds.
+    ``build`` checks the schema, and creates what it lacks (once per process); it fails if the
+    database cannot be reached within ``connect_timeout`` seconds, or the schema is incomplete
+    and this role may not complete it.
     """
 
     def __init__(

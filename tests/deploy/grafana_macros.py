@@ -225,6 +225,7 @@ def expand(sql: str, query: Query) -> str:
     """
     sql = interpolate_globals(substitute_variables(sql, query), query)
     sql = expand_macros(sql, query)
-    if "$" in sql.replace("$$", ""):
+    outside_literals = re.sub(r"'(?:[^']|'')*'", "''", sql)  # a value may hold a $ (a device id '$1')
+    if "$" in outside_literals.replace("$$", ""):
         raise MacroError(f"something is left unexpanded: {sql}")
     return sql
