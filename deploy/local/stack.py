@@ -2,10 +2,12 @@
 
     .venv/bin/python -m deploy.local.stack
 
-Starts Kafka and PostgreSQL exactly as the tests do (``deploy/local/servers.py``), then the
-producer (replaying ``FLEAD_INPUT``, the bundled data by default, at ``FLEAD_RATE``
-messages per second, looping) and the dataflow reading from Kafka and writing to the topics,
-the database and ``/metrics``. Prints where to look, and stops everything it started on
+Starts Kafka and PostgreSQL exactly as the tests do (``deploy/local/servers.py``), makes the
+schema as its owner (``python -m sinks.migrate --writer flead_writer``, the server's superuser
+being the owner here), then the producer (replaying ``FLEAD_INPUT``, the bundled data by
+default, at ``FLEAD_RATE`` messages per second, looping) and the dataflow reading from Kafka
+and writing to the topics, the database (as ``flead_writer``, which may only insert and
+select) and ``/metrics``. Prints where to look, and stops everything it started on
 Ctrl-C, on SIGTERM (a process manager, ``timeout``, ``kill``) and on SIGHUP (the terminal
 closed): the dataflows first, then the servers they write to. Other ``FLEAD_*`` settings in
 the environment pass through to both dataflows.
@@ -20,10 +22,33 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
 
 from deploy.local.servers import KafkaServer, PostgresServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]
+WRITER = "flead_writer"
+
+
+def _writer_url(owner_url: str) -> str:
+    """The dataflow's login: a role that may only insert and select, made here, granted by the migrate."""
+    with psycopg.connect(owner_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(WRITER)))
+    parts = urlsplit(owner_url)
+    return urlunsplit(parts._replace(netloc=f"{WRITER}@{parts.hostname}:{parts.port}"))
+
+
+def _migrate(env: dict[str, str], log: Path) -> None:
+    """The schema, made by its owner (``env``'s URL); exits with the migrate's own line if it fails."""
+    with log.open("w") as handle:
+        done = subprocess.run(
+            [sys.executable, "-m", "sinks.migrate", "--writer", WRITER], cwd=REPO, env=env, stdout=handle, stderr=handle
+        )
+    if done.returncode != 0:
+        sys.exit(log.read_text().strip().splitlines()[-1])
 
 
 def _dataflow(module: str, env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -61,10 +86,12 @@ def main() -> None:
         base = {k: v for k, v in os.environ.items()}
         base.update(FLEAD_KAFKA_BROKERS=kafka.bootstrap, FLEAD_OUT_DIR=str(work), FLEAD_PROGRESS_SECONDS="10")
         producer_env = {"FLEAD_RATE": "500", "FLEAD_LOOP": "true", **base}
+        writer_url = _writer_url(postgres.url)
+        _migrate({**base, "FLEAD_DATABASE_URL": postgres.url}, work / "migrate.log")
         flead_env = {
             **base,
             "FLEAD_INPUT": "kafka",
-            "FLEAD_DATABASE_URL": postgres.url,
+            "FLEAD_DATABASE_URL": writer_url,
             "BYTEWAX_DATAFLOW_API_ENABLED": "1",
             "BYTEWAX_DATAFLOW_API_PORT": str(metrics_port),
         }
@@ -78,10 +105,10 @@ FLEAD is running. Ctrl-C stops everything.
 
   Kafka        {kafka.bootstrap}   topics: edge-iiot-stream, anomalies, local-model-updates,
                                    global-model-updates, flead-dead-letters
-  PostgreSQL   {postgres.url}
+  PostgreSQL   {postgres.url}   the schema's owner; the dataflow writes as {WRITER}
                psql "{postgres.url}" -c 'select count(*) from local_models'
   Metrics      http://127.0.0.1:{metrics_port}/metrics
-  Logs         {work}/flead.log  {work}/producer.log
+  Logs         {work}/flead.log  {work}/producer.log  {work}/migrate.log
 """,
                 flush=True,
             )

@@ -25,7 +25,10 @@ def load(path: Path) -> dict:
     return json.loads("\n".join(line for line in path.read_text().splitlines() if not line.startswith("#")))
 
 
-K8S = {load(path)["kind"]: load(path) for path in sorted((DEPLOY / "k8s").glob("*.yaml"))}
+K8S_DOCS = [load(path) for path in sorted((DEPLOY / "k8s").glob("*.yaml"))]
+SECRETS = {doc["metadata"]["name"]: doc for doc in K8S_DOCS if doc["kind"] == "Secret"}
+# One of each kind, and the dataflow's Secret (the other, the schema owner's, is for the migrate).
+K8S = {doc["kind"]: doc for doc in K8S_DOCS if doc["kind"] != "Secret"} | {"Secret": SECRETS.get("flead-secrets", {})}
 COMPOSE = load(DEPLOY / "compose.yaml")
 SERVICES = COMPOSE["services"]
 PROCESSES = sorted((name for name in SERVICES if re.fullmatch(r"flead-\d+", name)), key=lambda n: int(n[6:]))
@@ -68,8 +71,10 @@ def test_every_kubernetes_manifest_parses_and_the_expected_kinds_are_there():
         "StatefulSet",
         "NetworkPolicy",
     }
+    assert set(SECRETS) == {"flead-secrets", "flead-db-owner"}
     namespace = K8S["Namespace"]["metadata"]["name"]
-    for kind, doc in K8S.items():
+    for doc in K8S_DOCS:
+        kind = doc["kind"]
         assert doc["apiVersion"] and doc["metadata"]["name"], kind
         if kind != "Namespace":
             assert doc["metadata"]["namespace"] == namespace, kind
@@ -126,6 +131,32 @@ def test_configuration_and_secrets_come_from_a_configmap_and_a_secret():
     assert not set(secret) & set(config)
     assert not any(re.search(r"password|secret|token|://[^/]*:[^/]*@", value, re.I) for value in config.values())
     assert not any(item["name"].startswith("FLEAD_") for item in CONTAINER["env"])  # settings: ConfigMap only
+
+
+def database_user(url: str) -> str:
+    return re.fullmatch(r"postgresql://([^:@/]+)(:[^@]*)?@.*", compose_default(url))[1]
+
+
+def flag(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def test_the_schema_is_migrated_by_its_owner_before_the_dataflow_starts_as_a_writer():
+    """An init container runs the migrate with the owner's Secret; the dataflow has only the writer's URL."""
+    migrate = next(c for c in POD["initContainers"] if c["name"] == "migrate")
+    assert POD["initContainers"][-1] is migrate  # after the hostfile and recovery, before the dataflow
+    assert migrate["command"][:3] == ["python", "-m", "sinks.migrate"]
+    owner = SECRETS["flead-db-owner"]["stringData"]["FLEAD_DATABASE_URL"]
+    writer = K8S["Secret"]["stringData"]["FLEAD_DATABASE_URL"]
+    assert flag(migrate["command"], "--writer") == database_user(writer) != database_user(owner)
+    assert flag(migrate["command"], "--reader") not in (database_user(writer), database_user(owner))
+    # the same FLEAD_DB_* settings as the dataflow: its ConfigMap; the owner's URL, and only there
+    assert migrate["envFrom"] == [
+        {"configMapRef": {"name": K8S["ConfigMap"]["metadata"]["name"]}},
+        {"secretRef": {"name": "flead-db-owner"}},
+    ]
+    assert set(SECRETS["flead-db-owner"]["stringData"]) == {"FLEAD_DATABASE_URL"}
+    assert not [c for c in POD["containers"] if "flead-db-owner" in json.dumps(c)]
 
 
 def test_probes_resources_and_scrape_annotations():
@@ -262,13 +293,11 @@ def test_compose_brings_up_the_whole_stack_with_several_processes():
         assert "-r /var/lib/flead/recovery" in command and "bytewax.recovery /var/lib/flead/recovery" in command
         env = service["environment"]
         assert env["FLEAD_INPUT"] == "kafka" and env["FLEAD_KAFKA_BROKERS"] == "kafka:9092"
-        assert (
-            env["FLEAD_DATABASE_URL"].startswith("postgresql://flead:")
-            and "@timescaledb:5432/" in env["FLEAD_DATABASE_URL"]
-        )
+        assert "@timescaledb:5432/" in env["FLEAD_DATABASE_URL"]
+        assert database_user(env["FLEAD_DATABASE_URL"]) == SERVICES["timescaledb"]["environment"]["WRITER_DB_USER"]
         assert "BYTEWAX_DATAFLOW_API_ENABLED" in env
         assert service["depends_on"]["kafka-topics"]["condition"] == "service_completed_successfully"
-        assert service["depends_on"]["timescaledb"]["condition"] == "service_healthy"
+        assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert SERVICES["producer"]["command"] == ["dataflows.producer"]
     assert SERVICES["producer"]["environment"]["FLEAD_KAFKA_BROKERS"] == "kafka:9092"
     for name in ("producer", *PROCESSES):
@@ -311,3 +340,31 @@ def test_grafana_gets_its_provisioning_and_a_read_only_login():
     assert grafana["environment"]["GRAFANA_DB_PASSWORD"] == database["environment"]["GRAFANA_DB_PASSWORD"]
     initdb = next(m for m in database["volumes"] if m.endswith(":/docker-entrypoint-initdb.d:ro"))
     assert (DEPLOY / initdb.split(":")[0] / "10-grafana-reader.sh").exists()
+
+
+def test_compose_migrates_as_the_owner_and_the_dataflow_writes_as_a_login_that_only_inserts():
+    migrate, database = SERVICES["migrate"], SERVICES["timescaledb"]["environment"]
+    command = migrate["entrypoint"]
+    assert command[:3] == ["python", "-m", "sinks.migrate"] and migrate["restart"] == "no"
+    assert migrate["depends_on"]["timescaledb"]["condition"] == "service_healthy"
+    owner_url = migrate["environment"]["FLEAD_DATABASE_URL"]
+    assert database_user(owner_url) == database["POSTGRES_USER"] and "${POSTGRES_PASSWORD" in owner_url
+    assert flag(command, "--writer") == database["WRITER_DB_USER"] != database["POSTGRES_USER"]
+    assert (
+        flag(command, "--reader")
+        == database["GRAFANA_DB_USER"]
+        == SERVICES["grafana"]["environment"]["GRAFANA_DB_USER"]
+    )
+    for name in PROCESSES:  # the writer's password, and the same database settings as the migrate
+        env = SERVICES[name]["environment"]
+        assert "${WRITER_DB_PASSWORD" in env["FLEAD_DATABASE_URL"] and database["WRITER_DB_PASSWORD"].startswith(
+            "${WRITER_DB_PASSWORD"
+        )
+        db_settings = {key: value for key, value in env.items() if key.startswith("FLEAD_DB_")}
+        assert db_settings == {
+            key: value for key, value in migrate["environment"].items() if key.startswith("FLEAD_DB_")
+        }
+    assert SERVICES["grafana"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    initdb = next(m for m in SERVICES["timescaledb"]["volumes"] if m.endswith(":/docker-entrypoint-initdb.d:ro"))
+    script = (DEPLOY / initdb.split(":")[0] / "20-flead-writer.sh").read_text()
+    assert "WRITER_DB_USER" in script and "NOSUPERUSER NOCREATEDB NOCREATEROLE" in script
