@@ -1,6 +1,6 @@
 #!/bin/sh
-# A read-only login for Grafana: SELECT on every table that the dataflow's user creates in
-# schema public, now or later (the dataflow creates its tables at start-up), and nothing else.
+# A read-only login for Grafana: SELECT on every table that the schema owner creates in
+# schema public, now or later (python -m sinks.migrate creates them), and nothing else.
 # Grafana runs whatever SQL a dashboard editor types, so it must not connect as the owner.
 #
 # Run once by the PostgreSQL/TimescaleDB image on a fresh data directory
