@@ -9,9 +9,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dataflows.replay_files import replay_files
 from instrumentation.masking import masked_pair
+from operators.alerts import ALERT_FORMATS, AlertRules
 from operators.device import DETECTORS, DetectionSettings
 from operators.messages import MessageLimits
 from operators.shard import DeviceLimits
@@ -101,6 +103,26 @@ def _kafka_config(text: str) -> dict[str, str]:
             raise ValueError(f"expected key=value pairs separated by ';', got {masked_pair(pair)!r}")
         config[key.strip()] = value.strip()
     return config
+
+
+def _webhook_url(text: str) -> str:
+    value = text.strip()
+    if value:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+    return value
+
+
+def _alert_format(text: str) -> str:
+    value = text.strip()
+    if value not in ALERT_FORMATS:
+        raise ValueError(f"must be one of {', '.join(ALERT_FORMATS)}")
+    return value
+
+
+def _optional_probability(text: str) -> float | None:
+    return _probability(text) if text.strip() else None
 
 
 def _text(text: str) -> str:
@@ -324,6 +346,47 @@ SETTINGS: tuple[Setting, ...] = (
         "TimescaleDB retention policy: a chunk is dropped once its rows' event times are all further back than "
         "this from now (empty = keep everything); a run that writes rows already that old warns once, at the first.",
     ),
+    Setting(
+        "FLEAD_ALERT_WEBHOOK_URL",
+        "",
+        _webhook_url,
+        "Post alerts to this http(s) URL (empty = no alerts); it is never logged beyond its host.",
+        secret=True,
+    ),
+    Setting(
+        "FLEAD_ALERT_FORMAT",
+        "json",
+        _alert_format,
+        "The alert's body: `json` (device_id, timestamp, severity, score, field, values, explanation, held_back) "
+        "or `slack` (an incoming-webhook `text`).",
+    ),
+    Setting(
+        "FLEAD_ALERT_SUSPECT_SCORE",
+        "",
+        _optional_probability,
+        "Critical anomalies are alerted; with a score here, `warning` anomalies at or above it too (empty = none).",
+    ),
+    Setting(
+        "FLEAD_ALERT_COOLDOWN_SECONDS",
+        "900",
+        _non_negative_float,
+        "At most one alert per device in this many seconds of event time; the ones held back are counted "
+        "into its next alert.",
+    ),
+    Setting(
+        "FLEAD_ALERT_MAX_PER_MINUTE",
+        "60",
+        _non_negative_int,
+        "Alerts per minute of wall time over the fleet, in bursts of up to as many (0 = no limit); the ones "
+        "held back are counted into their device's next alert.",
+    ),
+    Setting("FLEAD_ALERT_TIMEOUT_SECONDS", "5", _positive_float, "Timeout of each webhook request."),
+    Setting(
+        "FLEAD_ALERT_QUEUE_SIZE",
+        "1000",
+        _positive_int,
+        "Alerts waiting for the webhook; beyond it the oldest are dropped (and counted).",
+    ),
     Setting("FLEAD_RATE", "0", _non_negative_float, "Producer: messages per second (0 = as fast as possible)."),
     Setting("FLEAD_LOOP", "false", _flag, "Producer: start again at the end of the input, shifted in time."),
     Setting("FLEAD_PROGRESS_SECONDS", "5", _non_negative_float, "Seconds between progress lines (0 = none)."),
@@ -357,6 +420,15 @@ class DatabaseSettings:
 
 
 @dataclass(frozen=True)
+class AlertSettings:
+    webhook_url: str = field(repr=False)
+    body_format: str
+    rules: AlertRules
+    timeout_seconds: float
+    queue_size: int
+
+
+@dataclass(frozen=True)
 class Settings:
     input: str
     out_dir: Path
@@ -374,6 +446,8 @@ class Settings:
     database: DatabaseSettings | None
     rate: float
     loop: bool
+    alerts: AlertSettings | None = None
+    """Alerts to a webhook, when ``FLEAD_ALERT_WEBHOOK_URL`` is set."""
 
     @property
     def reads_kafka(self) -> bool:
@@ -483,6 +557,19 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         else None,
         rate=raw["FLEAD_RATE"],
         loop=raw["FLEAD_LOOP"],
+        alerts=AlertSettings(
+            webhook_url=raw["FLEAD_ALERT_WEBHOOK_URL"],
+            body_format=raw["FLEAD_ALERT_FORMAT"],
+            rules=AlertRules(
+                suspect_score=raw["FLEAD_ALERT_SUSPECT_SCORE"],
+                cooldown_seconds=raw["FLEAD_ALERT_COOLDOWN_SECONDS"],
+                max_per_minute=raw["FLEAD_ALERT_MAX_PER_MINUTE"],
+            ),
+            timeout_seconds=raw["FLEAD_ALERT_TIMEOUT_SECONDS"],
+            queue_size=raw["FLEAD_ALERT_QUEUE_SIZE"],
+        )
+        if raw["FLEAD_ALERT_WEBHOOK_URL"]
+        else None,
     )
 
 

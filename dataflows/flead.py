@@ -10,6 +10,7 @@
                incidents; local River model;       letters)
                live evaluation
       ├─► anomalies, scores                               (files, topic, table)
+      │     └─► critical ─► cooldown, rate limit ─► alerts (FLEAD_ALERT_WEBHOOK_URL)
       ├─► local updates ─► fedavg ─► global models        (files, topics, tables)
       │                                 └─► loopback file | FLEAD_TOPIC_GLOBAL_MODELS ─► every shard
       ├─► closed evaluations (per global version) ─► evaluation ─► model evaluations
@@ -29,10 +30,12 @@ import orjson
 from bytewax.dataflow import Dataflow, Stream
 
 from dataflows import stopping
-from dataflows.config import KafkaSettings, Settings, start_or_exit
+from dataflows.config import AlertSettings, KafkaSettings, Settings, start_or_exit
 from dataflows.loopback import loopback_path
 from dataflows.sources import ReplaySource
 from dataflows.steps import EvaluationLogic, FedAvgLogic, ShardLogic, SummaryLogic
+from instrumentation.metrics import count_alerts_held_back
+from operators.alerts import Alert, AlertGate, AlertRules
 from operators.device import Detection
 from operators.fedavg import GlobalModel
 from operators.messages import Rejection
@@ -201,6 +204,39 @@ def outputs(settings: Settings, rows: Stream[tuple[str, list[Row]]]) -> None:
 
         records = op.filter_map("kafka_records", rows, topic_records(settings.kafka))
         op.output("kafka", records, KafkaTopicsSink(settings.kafka.client_config()))
+    if settings.alerts is not None:
+        alert_outputs(settings.alerts, rows)
+
+
+def alert_outputs(alerts: AlertSettings, rows: Stream[tuple[str, list[Row]]]) -> None:
+    """Alert-worthy anomalies to one key, where the per-device cooldown and the fleet's rate limit
+    decide (``operators/alerts.py``), then to the webhook."""
+    from sinks.webhook import WebhookSink
+
+    rules = alerts.rules
+    worthy = op.filter_map(
+        "alert_worthy",
+        rows,
+        lambda item: ([row for row in item[1] if rules.worthy(row)] or None) if item[0] == "anomalies" else None,
+    )
+    gated = op.stateful_flat_map("alert_gate", op.key_on("alert_key", worthy, lambda _: "alerts"), alert_gate(rules))
+    sink = WebhookSink(
+        alerts.webhook_url,
+        alerts.body_format,
+        timeout=alerts.timeout_seconds,
+        queue_size=alerts.queue_size,
+    )
+    op.output("webhook", op.key_rm("alerts", gated), sink)
+
+
+def alert_gate(rules: AlertRules) -> Callable[[AlertGate | None, list[Row]], tuple[AlertGate, list[Alert]]]:
+    def gate(state: AlertGate | None, rows: list[Row]) -> tuple[AlertGate, list[Alert]]:
+        state = state or AlertGate(rules)
+        gated = state.offer(rows)
+        count_alerts_held_back(gated.held_back)
+        return state, gated.alerts
+
+    return gate
 
 
 def anomaly_rows(anomalies: list[Detection]) -> tuple[str, list[Row]]:

@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
+from operators.alerts import HELD_BACK_REASONS
 from operators.evaluation import ConfusionCounts
 from operators.fedavg import GlobalModel
 from operators.messages import REJECTION_REASONS
@@ -90,6 +91,17 @@ SINK_WRITE_ERRORS = Counter("flead_sink_write_errors", "Failed writes of a sink"
 SINK_RETRIES = Counter("flead_sink_retries", "Retried writes of a sink", ["sink"])
 SINK_BUFFERED_ROWS = Gauge("flead_sink_buffered_rows", "Rows waiting in a sink's buffer", ["sink"])
 SINK_DROPPED_ROWS = Counter("flead_sink_dropped_rows", "Rows a sink dropped because its buffer was full", ["sink"])
+ALERTS_SENT = Counter("flead_alerts_sent", "Alerts the webhook receiver accepted")
+ALERTS_HELD_BACK = Counter(
+    "flead_alerts_held_back",
+    "Alert-worthy anomalies not sent, by reason (cooldown, rate_limit); counted into their device's next alert",
+    ["reason"],
+)
+ALERT_DROP_REASONS = ("queue_full", "rejected", "failed", "shutdown")
+"""Why an alert was not delivered: the queue was full (the oldest goes), the receiver refused it (4xx),
+every attempt failed (5xx, timeouts, no connection), or it was still queued when the dataflow stopped."""
+ALERTS_DROPPED = Counter("flead_alerts_dropped", "Alerts not delivered, by reason", ["reason"])
+ALERTS_RETRIES = Counter("flead_alerts_retries", "Webhook deliveries tried again")
 
 
 # Every known label value exists from the start, at 0, so that dashboards and alerts see the
@@ -98,6 +110,10 @@ for _reason in REJECTION_REASONS:
     DEAD_LETTERS.labels(_reason)
 for _severity in ("warning", "critical"):
     ANOMALIES.labels(_severity)
+for _reason in ALERT_DROP_REASONS:
+    ALERTS_DROPPED.labels(_reason)
+for _reason in HELD_BACK_REASONS:
+    ALERTS_HELD_BACK.labels(_reason)
 
 
 def initialize_sink(sink: str) -> None:
@@ -140,3 +156,9 @@ def record_global(model: GlobalModel) -> None:
 def record_live_evaluation(total: ConfusionCounts) -> None:
     for name, gauge in _EVALUATION.items():
         gauge.set(getattr(total, name))
+
+
+def count_alerts_held_back(held_back: dict[str, int]) -> None:
+    for reason, n in held_back.items():
+        if n:
+            ALERTS_HELD_BACK.labels(reason).inc(n)
