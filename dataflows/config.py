@@ -180,6 +180,14 @@ SETTINGS: tuple[Setting, ...] = (
         "...or after this many seconds of event time since the last one (0 = off).",
     ),
     Setting(
+        "FLEAD_INITIAL_MODEL",
+        "",
+        _optional_text,
+        "A global model file (exported with `python -m api.export_model` or `GET /models/global/{version}/download`) "
+        "that a start without recovery state publishes as its first version and goes on from: a new site's warm "
+        "start, or a rollback (empty = none).",
+    ),
+    Setting(
         "FLEAD_SHARDS",
         "64",
         _positive_int,
@@ -436,6 +444,8 @@ class Settings:
     limits: MessageLimits
     fedavg_updates: int
     fedavg_seconds: float
+    initial_model: Path | None
+    """``FLEAD_INITIAL_MODEL``: read and checked at start-up (``dataflows/initial_model.py``)."""
     shards: int
     scores: bool
     report_points: int
@@ -527,6 +537,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         fedavg_updates=raw["FLEAD_FEDAVG_UPDATES"],
         fedavg_seconds=raw["FLEAD_FEDAVG_SECONDS"],
+        initial_model=Path(raw["FLEAD_INITIAL_MODEL"]) if raw["FLEAD_INITIAL_MODEL"] else None,
         shards=raw["FLEAD_SHARDS"],
         scores=raw["FLEAD_SCORES"],
         report_points=raw["FLEAD_REPORT_POINTS"],

@@ -31,6 +31,7 @@ from bytewax.dataflow import Dataflow, Stream
 
 from dataflows import stopping
 from dataflows.config import AlertSettings, KafkaSettings, Settings, start_or_exit
+from dataflows.initial_model import InitialModelSource, starting_model
 from dataflows.loopback import loopback_path
 from dataflows.sources import ReplaySource
 from dataflows.steps import EvaluationLogic, FedAvgLogic, ShardLogic, SummaryLogic
@@ -39,6 +40,7 @@ from operators.alerts import Alert, AlertGate, AlertRules
 from operators.device import Detection
 from operators.fedavg import GlobalModel
 from operators.messages import Rejection
+from operators.model_file import read_model_file
 from operators.run_totals import SourceProgress
 from operators.shard import ShardResult, combined_counters
 from operators.sharding import ShardBatch, newest_to_every_shard, route_by_shard, shard_keys
@@ -63,8 +65,11 @@ def of_type(step_id: str, stream: Stream[Any], kind: type) -> Stream[Any]:
     return op.filter(step_id, stream, lambda item: isinstance(item, kind))
 
 
-def build_flow(settings: Settings, continue_from: GlobalModel | None = None) -> Dataflow:
-    """The dataflow; ``continue_from`` is the newest global model made before this run, if any."""
+def build_flow(
+    settings: Settings, continue_from: GlobalModel | None = None, initial_model: GlobalModel | None = None
+) -> Dataflow:
+    """The dataflow; ``continue_from`` is the newest global model made before this run, if any;
+    ``initial_model`` one to publish as this run's first version and go on from (``FLEAD_INITIAL_MODEL``)."""
     flow = Dataflow("flead")
     keys = shard_keys(settings.shards)
     report_points = 0 if settings.reads_kafka else settings.report_points
@@ -83,6 +88,7 @@ def build_flow(settings: Settings, continue_from: GlobalModel | None = None) -> 
         idle_seconds or None,
         report_points // settings.shards,
         settings.device_limits,
+        initial_model,
     )
     results = op.key_rm(
         "shard_results",
@@ -100,11 +106,16 @@ def build_flow(settings: Settings, continue_from: GlobalModel | None = None) -> 
     )
 
     # FedAvg: one key, so one worker holds the federation's state.
-    fedavg = FedAvgLogic.builder(settings.fedavg_updates, settings.fedavg_seconds, settings.detection, continue_from)
+    fedavg = FedAvgLogic.builder(
+        settings.fedavg_updates, settings.fedavg_seconds, settings.detection, initial_model or continue_from
+    )
     global_models = op.key_rm(
         "global_models",
         op.stateful_batch("fedavg", op.key_on("federation", local_updates, lambda _: "federation"), fedavg),
     )
+    if initial_model is not None:
+        published = op.input("initial_model", flow, InitialModelSource(initial_model))
+        global_models = op.merge("global_models_published", published, global_models)
     if not settings.reads_kafka:
         op.output("loopback", global_models, LoopbackSink(loopback_path(settings.out_dir)))
 
@@ -311,7 +322,11 @@ def earlier_global_model(settings: Settings) -> GlobalModel | None:
 
 def prepared_flow(settings: Settings) -> Dataflow:
     prepare(settings)
-    flow = build_flow(settings, earlier_global_model(settings))
+    newest = earlier_global_model(settings)
+    initial = None
+    if settings.initial_model is not None:
+        initial = starting_model(read_model_file(settings.initial_model), newest)
+    flow = build_flow(settings, newest, initial)
     stopping.install()
     return flow
 

@@ -26,13 +26,16 @@ class ShardLogic(StatefulBatchLogic[ShardBatch | GlobalModel, ShardResult, Snaps
     """The device stage for one shard key.
 
     With ``idle_seconds`` (live input), the partial round of a device that has been silent
-    that long in wall time is closed, so slow devices still reach FedAvg.
+    that long in wall time is closed, so slow devices still reach FedAvg. ``first_model``
+    (``FLEAD_INITIAL_MODEL``, a fresh start only) is adopted before the shard's first
+    readings, so its devices' first rounds start from it.
     """
 
-    def __init__(self, state: ShardState, idle_seconds: float | None) -> None:
+    def __init__(self, state: ShardState, idle_seconds: float | None, first_model: GlobalModel | None = None) -> None:
         self.state = state
         self.idle_seconds = idle_seconds
         self.next_idle_check = time.time() + idle_seconds if idle_seconds else None
+        self.first_model = first_model
 
     @classmethod
     def builder(
@@ -43,22 +46,25 @@ class ShardLogic(StatefulBatchLogic[ShardBatch | GlobalModel, ShardResult, Snaps
         idle_seconds: float | None,
         report_points: int = 0,
         device_limits: DeviceLimits | None = None,
+        initial_model: GlobalModel | None = None,
     ):
         """``report_points``: the shard's share of the readings the run report draws (0: no report)."""
 
         def build(resume: StoredSnapshot | None) -> ShardLogic:
             hold_thread_state()
             if resume is not None:
-                state = thaw(resume, "shard")
-            else:
-                state = ShardState(settings, emit_scores, limits, report_points, device_limits)
-            return cls(state, idle_seconds)
+                return cls(thaw(resume, "shard"), idle_seconds)
+            state = ShardState(settings, emit_scores, limits, report_points, device_limits)
+            return cls(state, idle_seconds, initial_model)
 
         return build
 
     def on_batch(self, values: list[ShardBatch | GlobalModel]) -> tuple[list[ShardResult], bool]:
         now = time.time()
         items: list[Telemetry | RawMessage | GlobalModel] = []
+        if self.first_model is not None:
+            items.append(self.first_model)
+            self.first_model = None
         close_rounds = False
         for value in values:
             if type(value) is ShardBatch:
