@@ -1,7 +1,8 @@
 """Secrets masked before they reach a log line or an error message.
 
 The one place that decides what looks like a secret: librdkafka settings whose key names one
-(``sasl.password``, ``ssl.key.password``, ...) and the password of a PostgreSQL connection string.
+(``sasl.password``, ``ssl.key.password``, ...), the password of a PostgreSQL connection string,
+and everything of a webhook URL but its scheme and host (its path often holds a token).
 
 >>> masked_config({"security.protocol": "SASL_SSL", "sasl.password": "s3cret"})
 {'security.protocol': 'SASL_SSL', 'sasl.password': '***'}
@@ -62,3 +63,22 @@ def masked_url(url: str) -> str:
     if ":" in userinfo:
         parts = parts._replace(netloc=f"{userinfo.partition(':')[0]}:***{at}{hostinfo}")
     return urlunsplit(parts._replace(query=_URL_PASSWORD.sub(r"\1***", parts.query)))
+
+
+def masked_webhook_url(url: str) -> str:
+    """A webhook URL fit for a log line: its scheme and host; path, query and user info hidden.
+
+    >>> masked_webhook_url("https://hooks.slack.com/services/T000/B000/XXXXXXXX")
+    'https://hooks.slack.com/***'
+    >>> masked_webhook_url("http://user:pw@127.0.0.1:8080/alerts?token=abc")
+    'http://127.0.0.1:8080/***'
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}/***"

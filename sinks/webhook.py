@@ -26,36 +26,17 @@ import urllib.error
 import urllib.request
 from collections import Counter, deque
 from collections.abc import Iterable
-from urllib.parse import urlsplit
 
 import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from instrumentation.masking import masked_webhook_url
 from instrumentation.metrics import ALERTS_DROPPED, ALERTS_RETRIES, ALERTS_SENT
 from operators.alerts import ALERT_FORMATS, Alert, alert_body
 
 log = logging.getLogger("flead.webhook")
 
 _SENT, _RETRY, _REJECTED = "sent", "retry", "rejected"
-
-
-def masked_webhook_url(url: str) -> str:
-    """A webhook URL fit for a log line: its scheme and host; path, query and user info hidden.
-
-    >>> masked_webhook_url("https://hooks.slack.com/services/T000/B000/XXXXXXXX")
-    'https://hooks.slack.com/***'
-    >>> masked_webhook_url("http://user:pw@127.0.0.1:8080/alerts?token=abc")
-    'http://127.0.0.1:8080/***'
-    """
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return f"{parts.scheme}://{host}{f':{port}' if port else ''}/***"
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
