@@ -34,9 +34,7 @@ from dataflows.config import AlertSettings, KafkaSettings, Settings, start_or_ex
 from dataflows.initial_model import InitialModelSource, starting_model
 from dataflows.loopback import loopback_path
 from dataflows.sources import ReplaySource
-from dataflows.steps import EvaluationLogic, FedAvgLogic, ShardLogic, SummaryLogic
-from instrumentation.metrics import count_alerts_held_back
-from operators.alerts import Alert, AlertGate, AlertRules
+from dataflows.steps import AlertLogic, EvaluationLogic, FedAvgLogic, ShardLogic, SummaryLogic
 from operators.device import Detection
 from operators.fedavg import GlobalModel
 from operators.messages import Rejection
@@ -230,7 +228,9 @@ def alert_outputs(alerts: AlertSettings, rows: Stream[tuple[str, list[Row]]]) ->
         rows,
         lambda item: ([row for row in item[1] if rules.worthy(row)] or None) if item[0] == "anomalies" else None,
     )
-    gated = op.stateful_flat_map("alert_gate", op.key_on("alert_key", worthy, lambda _: "alerts"), alert_gate(rules))
+    gated = op.stateful_batch(
+        "alert_gate", op.key_on("alert_key", worthy, lambda _: "alerts"), AlertLogic.builder(rules)
+    )
     sink = WebhookSink(
         alerts.webhook_url,
         alerts.body_format,
@@ -238,16 +238,6 @@ def alert_outputs(alerts: AlertSettings, rows: Stream[tuple[str, list[Row]]]) ->
         queue_size=alerts.queue_size,
     )
     op.output("webhook", op.key_rm("alerts", gated), sink)
-
-
-def alert_gate(rules: AlertRules) -> Callable[[AlertGate | None, list[Row]], tuple[AlertGate, list[Alert]]]:
-    def gate(state: AlertGate | None, rows: list[Row]) -> tuple[AlertGate, list[Alert]]:
-        state = state or AlertGate(rules)
-        gated = state.offer(rows)
-        count_alerts_held_back(gated.held_back)
-        return state, gated.alerts
-
-    return gate
 
 
 def anomaly_rows(anomalies: list[Detection]) -> tuple[str, list[Row]]:

@@ -12,6 +12,7 @@ from dataflows import stopping
 from dataflows.snapshots import Snapshot, StoredSnapshot, thaw
 from dataflows.thread_state import hold_thread_state
 from instrumentation import metrics
+from operators.alerts import Alert, AlertGate, AlertRules, Row
 from operators.device import Detection, DetectionSettings
 from operators.evaluation import EvaluationAggregator
 from operators.fedavg import FedAvgAggregator, GlobalModel, LocalUpdate
@@ -161,6 +162,36 @@ class EvaluationLogic(StatefulBatchLogic[ShardCounters, dict[str, Any], Snapshot
 SummaryInput = SourceProgress | Rejection | ShardCounters | GlobalModel | list[Detection] | dict[str, Any]
 """Read counts, rejections, shard counters, global models; and for the run report, the readings
 it may draw (lists of detections) and live evaluations (rows)."""
+
+
+class AlertLogic(StatefulBatchLogic[list[Row], Alert, Snapshot]):
+    """Which alert-worthy anomaly rows become alerts: the per-device cooldown and the fleet's
+    rate limit (``operators/alerts.py``), on one key so that they hold fleet-wide."""
+
+    def __init__(self, gate: AlertGate) -> None:
+        self.gate = gate
+
+    @classmethod
+    def builder(cls, rules: AlertRules):
+        def build(resume: StoredSnapshot | None) -> AlertLogic:
+            if resume is None:
+                return cls(AlertGate(rules))
+            gate = thaw(resume, "alerts")
+            gate.rules = rules  # the cooldown and the score of this start's settings
+            return cls(gate)
+
+        return build
+
+    def on_batch(self, values: list[list[Row]]) -> tuple[list[Alert], bool]:
+        alerts: list[Alert] = []
+        for rows in values:
+            gated = self.gate.offer(rows)
+            metrics.count_alerts_held_back(gated.held_back)
+            alerts.extend(gated.alerts)
+        return alerts, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(self.gate)
 
 
 class SummaryLogic(StatefulBatchLogic[SummaryInput, tuple[str, Any], Snapshot]):
