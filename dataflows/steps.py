@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +16,7 @@ from instrumentation import metrics
 from operators.alerts import Alert, AlertGate, AlertRules, Row
 from operators.device import Detection, DetectionSettings
 from operators.evaluation import EvaluationAggregator
-from operators.fedavg import FedAvgAggregator, GlobalModel, LocalUpdate
+from operators.fedavg import FedAvgAggregator, FederationRules, GlobalModel, LocalUpdate
 from operators.messages import MessageLimits, RawMessage, Rejection, Telemetry
 from operators.run_totals import RunTotals, SourceProgress
 from operators.shard import DeviceLimits, ShardCounters, ShardResult, ShardState
@@ -110,6 +111,7 @@ class FedAvgLogic(StatefulBatchLogic[list[LocalUpdate], GlobalModel, Snapshot]):
         every_seconds: float,
         detection: DetectionSettings,
         continue_from: GlobalModel | None = None,
+        rules: FederationRules | None = None,
     ):
         """``continue_from``: the newest global model made before this run, for a start without recovery state."""
 
@@ -117,7 +119,11 @@ class FedAvgLogic(StatefulBatchLogic[list[LocalUpdate], GlobalModel, Snapshot]):
             if resume is not None:
                 return cls(thaw(resume, "fedavg"))
             aggregator = FedAvgAggregator(
-                every_updates, every_seconds, detection.score_threshold, detection.target_false_alarm_rate
+                every_updates,
+                every_seconds,
+                detection.score_threshold,
+                detection.target_false_alarm_rate,
+                **asdict(rules or FederationRules()),
             )
             if continue_from is not None:
                 aggregator.adopt(continue_from)

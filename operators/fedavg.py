@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import math
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from statistics import median
 from typing import Any
 
-from operators.aggregation import fedavg
+import numpy as np
+
+from operators.aggregation import AGGREGATION_RULES, coordinate_median, fedavg, trimmed_mean
 from operators.local_model import ModelParameters
 from operators.messages import iso_timestamp, parse_timestamp
-from operators.normal_model import NormalModel, next_normal_model
+from operators.normal_model import Moments, NormalModel, next_normal_model, pooled
 from operators.threshold import threshold_for_rate
 
 
@@ -70,6 +75,12 @@ class GlobalModel:
     """The fleet's normal model: what the evidence looks like when nothing is wrong."""
     threshold: float | None = None
     """The score threshold in force with this version."""
+    capped_devices: int = 0
+    """Devices whose weight in this version was cut to the cap (a multiple of the median samples)."""
+    clipped_devices: int = 0
+    """Devices whose change was scaled down to the clipping bound."""
+    dp_epsilon: float | None = None
+    """With differential privacy: the ε spent by every version up to this one (at the aggregator's δ)."""
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -83,6 +94,9 @@ class GlobalModel:
             "samples": self.samples,
             "threshold": self.threshold,
             "normal_model": self.normal.as_row(),
+            "capped_devices": self.capped_devices,
+            "clipped_devices": self.clipped_devices,
+            "dp_epsilon": self.dp_epsilon,
             "created_at": iso_timestamp(self.timestamp),
         }
 
@@ -99,6 +113,9 @@ class GlobalModel:
             timestamp=parse_timestamp(row["created_at"]),
             normal=NormalModel.from_row(row.get("normal_model")),
             threshold=None if row.get("threshold") is None else float(row["threshold"]),
+            capped_devices=int(row.get("capped_devices") or 0),
+            clipped_devices=int(row.get("clipped_devices") or 0),
+            dp_epsilon=None if row.get("dp_epsilon") is None else float(row["dp_epsilon"]),
         )
 
 
@@ -120,6 +137,24 @@ class _DeviceContribution:
         for name in base_weights.keys() - parameters.weights.keys():
             weights[name] = weights.get(name, 0.0) - factor * base_weights[name]
         self.intercept += factor * (parameters.intercept - base.intercept)
+
+
+@dataclass(frozen=True, slots=True)
+class FederationRules:
+    """How the aggregator combines the devices' changes (see :class:`FedAvgAggregator`); the
+    defaults are plain FedAvg without bounds or privacy."""
+
+    rule: str = "fedavg"
+    trim_fraction: float = 0.1
+    cap_multiple: float = 0.0
+    clip_norm: float = 0.0
+    clip_multiple: float = 0.0
+    dp_noise_multiplier: float = 0.0
+    dp_delta: float = 1e-5
+
+
+RECENT_NORMS = 1000
+"""How many devices' change norms the relative clipping bound takes its median over."""
 
 
 @dataclass
@@ -150,6 +185,28 @@ class FedAvgAggregator:
     Every version carries the score threshold in force: ``score_threshold``, or, with a
     ``target_false_alarm_rate``, the lowest grid threshold that the fleet's scores so far
     reach at most that often.
+
+    *One device's bounds* (before the rule): with ``cap_multiple``, a device's weight in a
+    version is at most that multiple of the median samples of the version's devices; with
+    ``clip_norm`` (a fixed bound) or else ``clip_multiple`` (that multiple of the median L2
+    norm of the last :data:`RECENT_NORMS` devices' changes, this version's included), a
+    device's change is scaled down to that norm. *The rule* (``rule``, one of
+    :data:`operators.aggregation.AGGREGATION_RULES`) combines the changes: FedAvg weighted by
+    the capped samples, or the unweighted coordinate-wise trimmed mean (``trim_fraction``)
+    or median. The normal model gets the same treatment where it means something: each
+    device's rounds since the last version are pooled into one set of moments, whose weight
+    is capped like its change's, and the robust rules combine the devices' means and mean
+    squares coordinate by coordinate (a change norm has no meaning for moments: no clip).
+
+    *Differential privacy* (``dp_noise_multiplier`` > 0, DP-FedAvg of McMahan et al. 2018):
+    every device counts once (an unweighted mean of changes clipped to ``clip_norm``, so one
+    device moves it by at most ``clip_norm / n``), and Gaussian noise of standard deviation
+    ``dp_noise_multiplier · clip_norm / n`` is added to it, drawn from a generator seeded with
+    the version number (a replay draws the same noise). The ε spent so far at ``dp_delta`` is
+    composed by ``dp_accounting``'s RDP accountant, one Gaussian mechanism per version
+    without amplification by sampling (devices are not sampled at random: they send when
+    their rounds close). It protects the global models against inferences about one device's
+    readings, not the local updates on their way to the aggregator.
     """
 
     every_updates: int
@@ -166,12 +223,41 @@ class FedAvgAggregator:
     pending_normal: list[NormalModel] = field(default_factory=list)
     threshold_totals: tuple[int, list[int]] | None = None
     """The fleet's scores so far: how many, and how many reached each grid threshold."""
+    rule: str = "fedavg"
+    trim_fraction: float = 0.1
+    cap_multiple: float = 0.0
+    """0: no cap."""
+    clip_norm: float = 0.0
+    """0: no fixed bound (``clip_multiple`` decides)."""
+    clip_multiple: float = 0.0
+    """0 (and no ``clip_norm``): no clipping."""
+    dp_noise_multiplier: float = 0.0
+    """0: no differential privacy."""
+    dp_delta: float = 1e-5
+    pending_device_normal: dict[str, NormalModel] = field(default_factory=dict)
+    """Each device's rounds since the last version, pooled (for the normal model's bounds)."""
+    recent_norms: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_NORMS))
+    privacy_accountant: Any = None
+    """``dp_accounting``'s RDP accountant with every version's Gaussian mechanism (with DP only)."""
 
     def __post_init__(self) -> None:
         if self.every_updates < 0 or self.every_seconds < 0:
             raise ValueError("every_updates and every_seconds must not be negative")
         if self.every_updates == 0 and self.every_seconds == 0:
             raise ValueError("at least one of every_updates and every_seconds must be set")
+        if self.rule not in AGGREGATION_RULES:
+            raise ValueError(f"rule must be one of {', '.join(AGGREGATION_RULES)}, got {self.rule!r}")
+        if not 0 <= self.trim_fraction < 0.5:
+            raise ValueError(f"trim_fraction must be at least 0 and below 0.5, got {self.trim_fraction}")
+        if min(self.cap_multiple, self.clip_norm, self.clip_multiple, self.dp_noise_multiplier) < 0:
+            raise ValueError("cap_multiple, clip_norm, clip_multiple and dp_noise_multiplier must not be negative")
+        if self.dp_noise_multiplier > 0:
+            if self.clip_norm <= 0:
+                raise ValueError("differential privacy needs a fixed clip_norm (a bound learned from the data leaks)")
+            if self.rule != "fedavg":
+                raise ValueError("differential privacy is DP-FedAvg: it needs rule='fedavg'")
+            if not 0 < self.dp_delta < 1:
+                raise ValueError(f"dp_delta must be between 0 and 1, got {self.dp_delta}")
 
     def add(self, update: LocalUpdate) -> GlobalModel | None:
         """Take one local update; returns the next global model when one is due."""
@@ -186,6 +272,10 @@ class FedAvgAggregator:
             contribution.correct += update.accuracy * update.labelled
         if update.normal.samples:
             self.pending_normal.append(update.normal)
+            earlier = self.pending_device_normal.get(update.device_id)
+            self.pending_device_normal[update.device_id] = (
+                update.normal if earlier is None else pooled([earlier, update.normal])
+            )
         if update.threshold_counts is not None:
             self._count_scores(*update.threshold_counts)
         self.pending_updates += 1
@@ -234,14 +324,19 @@ class FedAvgAggregator:
         names = sorted({name for c in contributions for name in c.weights} | current.weights.keys())
         samples = [c.samples for c in contributions]
         vectors = [[*(c.weights.get(name, 0.0) for name in names), c.intercept] for c in contributions]
-        *mean_change, intercept_change = fedavg(vectors, samples)
+        weights, capped = self._capped(samples)
+        vectors, clipped = self._clipped(vectors)
+        if self.dp_noise_multiplier > 0:
+            *mean_change, intercept_change = self._private_mean(vectors)
+        else:
+            *mean_change, intercept_change = self._combine(vectors, weights)
         self.parameters = ModelParameters(
             {name: current.weights.get(name, 0.0) + change for name, change in zip(names, mean_change, strict=True)},
             current.intercept + intercept_change,
         )
         labelled = sum(c.labelled for c in contributions)
         accuracy = sum(c.correct for c in contributions) / labelled if labelled else None
-        self.normal = next_normal_model(self.normal, self.pending_normal)
+        self.normal = self._next_normal()
         self.version += 1
         model = GlobalModel(
             version=self.version,
@@ -253,9 +348,73 @@ class FedAvgAggregator:
             timestamp=timestamp,
             normal=self.normal,
             threshold=self.threshold(),
+            capped_devices=capped,
+            clipped_devices=clipped,
+            dp_epsilon=self._spent_epsilon(),
         )
         self.contributions.clear()
         self.pending_normal.clear()
+        self.pending_device_normal.clear()
         self.pending_updates = 0
         self.last_version_time = timestamp
         return model
+
+    def _combine(self, vectors: Sequence[Sequence[float]], weights: Sequence[float]) -> list[float]:
+        if self.rule == "trimmed_mean":
+            return trimmed_mean(vectors, [1] * len(vectors), self.trim_fraction)
+        if self.rule == "median":
+            return coordinate_median(vectors, [1] * len(vectors))
+        return fedavg(vectors, weights)
+
+    def _capped(self, samples: Sequence[int]) -> tuple[list[float], int]:
+        """Each device's weight, at most ``cap_multiple`` × the median samples; how many were cut."""
+        if not self.cap_multiple:
+            return list(samples), 0
+        cap = self.cap_multiple * median(samples)
+        return [min(n, cap) for n in samples], sum(n > cap for n in samples)
+
+    def _clipped(self, vectors: list[list[float]]) -> tuple[list[list[float]], int]:
+        """Each change scaled down to the clipping bound (when there is one); how many were."""
+        norms = [math.sqrt(sum(x * x for x in vector)) for vector in vectors]
+        self.recent_norms.extend(norms)
+        bound = self.clip_norm or self.clip_multiple * median(self.recent_norms)
+        if bound <= 0:
+            return vectors, 0
+        found = [
+            vector if norm <= bound else [x * (bound / norm) for x in vector]
+            for vector, norm in zip(vectors, norms, strict=True)
+        ]
+        return found, sum(norm > bound for norm in norms)
+
+    def _private_mean(self, vectors: list[list[float]]) -> list[float]:
+        """DP-FedAvg: the unweighted mean of the clipped changes, plus Gaussian noise seeded by the version."""
+        import dp_accounting  # only with DP: it takes a second to import
+        from dp_accounting import rdp
+
+        n = len(vectors)
+        mean = fedavg(vectors, [1] * n)
+        generator = np.random.default_rng(self.version + 1)
+        noise = generator.normal(0.0, self.dp_noise_multiplier * self.clip_norm / n, len(mean))
+        if self.privacy_accountant is None:
+            self.privacy_accountant = rdp.RdpAccountant()
+        self.privacy_accountant.compose(dp_accounting.GaussianDpEvent(self.dp_noise_multiplier))
+        return [float(x) for x in np.asarray(mean) + noise]
+
+    def _spent_epsilon(self) -> float | None:
+        if self.privacy_accountant is None:
+            return None
+        return float(self.privacy_accountant.get_epsilon(self.dp_delta))
+
+    def _next_normal(self) -> NormalModel:
+        """The normal model moved by this version's devices, each one's weight capped, combined by the rule."""
+        if not self.cap_multiple and self.rule == "fedavg":
+            return next_normal_model(self.normal, self.pending_normal)
+        devices = list(self.pending_device_normal.values())
+        if not devices:
+            return next_normal_model(self.normal, [])
+        weights, _ = self._capped([device.samples for device in devices])
+        vectors = [[value for m in device.evidence for value in (m.mean, m.second)] for device in devices]
+        combined = self._combine(vectors, weights)
+        total = max(1, round(sum(weights)))
+        moments = tuple(Moments(total, combined[2 * i], combined[2 * i + 1]) for i in range(len(devices[0].evidence)))
+        return next_normal_model(self.normal, [NormalModel(moments)])

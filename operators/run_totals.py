@@ -29,6 +29,12 @@ class RunTotals:
     local_updates: int = 0
     global_versions: int = 0
     last_global_accuracy: float | None = None
+    updates_capped: int = 0
+    """Devices' contributions to a version whose weight was cut to the cap, over all versions."""
+    updates_clipped: int = 0
+    """Devices' changes scaled down to the clipping bound, over all versions."""
+    dp_epsilon: float | None = None
+    """With differential privacy: the ε spent by the newest version."""
     live_evaluation: ConfusionCounts = field(default_factory=ConfusionCounts)
     detection: dict[str, ConfusionCounts] = field(
         default_factory=lambda: {name: ConfusionCounts() for name in DECIDERS}
@@ -54,6 +60,10 @@ class RunTotals:
     def add_global(self, model: GlobalModel) -> None:
         self.global_versions = max(self.global_versions, model.version)
         self.last_global_accuracy = model.accuracy
+        self.updates_capped += model.capped_devices
+        self.updates_clipped += model.clipped_devices
+        if model.dp_epsilon is not None:
+            self.dp_epsilon = model.dp_epsilon
 
     def progress_line(self) -> str:
         anomalies = sum(self.anomalies.values())
@@ -75,6 +85,9 @@ class RunTotals:
             "local_updates": self.local_updates,
             "global_versions": self.global_versions,
             "last_global_accuracy": self.last_global_accuracy,
+            "updates_capped": self.updates_capped,
+            "updates_clipped": self.updates_clipped,
+            "dp_epsilon": self.dp_epsilon,
             "live_evaluation": {
                 "n": live.n,
                 "precision": live.precision,

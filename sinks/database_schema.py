@@ -107,6 +107,10 @@ ALTER TABLE local_models ADD COLUMN IF NOT EXISTS labelled integer;
 ALTER TABLE local_models ADD COLUMN IF NOT EXISTS normal_model jsonb;
 ALTER TABLE federated_models ADD COLUMN IF NOT EXISTS threshold double precision;
 ALTER TABLE federated_models ADD COLUMN IF NOT EXISTS normal_model jsonb;
+-- FedAvg's bounds on one device and differential privacy (issue 15).
+ALTER TABLE federated_models ADD COLUMN IF NOT EXISTS capped_devices integer;
+ALTER TABLE federated_models ADD COLUMN IF NOT EXISTS clipped_devices integer;
+ALTER TABLE federated_models ADD COLUMN IF NOT EXISTS dp_epsilon double precision;
 """
 
 

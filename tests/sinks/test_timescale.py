@@ -63,6 +63,9 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "samples": 40,
         "threshold": 0.5,
         "normal_model": {"forecast": [40, 0.8, 0.7], "spread": [40, 0.2, 0.05], "level": [40, 0.4, 0.2]},
+        "capped_devices": 1,
+        "clipped_devices": 2,
+        "dp_epsilon": 3.25,
         "created_at": "2013-07-05T15:00:00.000Z",
     },
     "model_evaluations": {
