@@ -38,6 +38,7 @@ REJECTION_REASONS = (
     "invalid_label",
     "invalid_row",
     "invalid_timestamp",
+    "invalid_update",
     "invalid_value",
     "kafka_error",
     "missing_data",
@@ -48,8 +49,12 @@ REJECTION_REASONS = (
     "not_an_object",
     "oversized_message",
     "too_many_fields",
+    "unknown_base_version",
+    "update_norm",
+    "wrong_features",
 )
-"""Every reason a rejected input can carry (dead letters, and their metric's labels)."""
+"""Every reason a rejected input can carry (dead letters, and their metric's labels); edge clients'
+local updates have a few of their own (``operators/update_validation.py``)."""
 
 RAW_EXCERPT_BYTES = 512
 """How much of a rejected input is kept in its dead letter."""

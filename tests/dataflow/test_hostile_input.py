@@ -17,6 +17,7 @@ import pytest
 from dataflows import replay_files
 from dataflows.replay_files import read_replay
 from operators.messages import REJECTION_REASONS, MessageLimits, Rejection
+from operators.update_validation import UPDATE_REASONS
 from tests.hostile import (
     PROCESSED,
     SUITE_N,
@@ -57,7 +58,8 @@ def test_the_generator_is_reproducible_and_hostile(cases):
     assert sum(case.line is None for case in cases) > 0 and sum(b"\n" in case.raw for case in cases) > N // 100
     assert sum(len(case.raw) >= 1 << 20 for case in cases) == N // 5_000
     rejected = {case.expected for case in cases} - {PROCESSED, None}
-    assert rejected == set(REJECTION_REASONS) - {"device_limit", "invalid_row", "kafka_error", "missing_field"}
+    not_telemetry = {"device_limit", "invalid_row", "kafka_error", "missing_field", *UPDATE_REASONS}
+    assert rejected == set(REJECTION_REASONS) - not_telemetry
 
 
 def test_every_message_is_read_and_accounted_for(each_run):
