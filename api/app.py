@@ -23,13 +23,14 @@ from typing import Annotated, Literal
 import orjson
 import psycopg
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.convertors import PathConvertor, register_url_convertor
 
 from api import models, queries
+from api.export_model import document_bytes, file_name, global_model_document
 from api.settings import ApiSettings
 from sinks.database_schema import first_line
 
@@ -171,6 +172,42 @@ def global_model(conn: Connection, version: Annotated[int, Path(ge=0, le=MAX_VER
     return Json(found)
 
 
+_MODEL_FILE = {
+    200: {
+        "description": "The model file (`operators/model_file.py`) as an attachment `flead-global-v{N}.json`.",
+        "content": {"application/json": {}},
+    }
+}
+
+
+def _model_file(request: Request, conn: psycopg.Connection, version: int | None) -> Response:
+    document = global_model_document(conn, version, request.app.state.model_settings)
+    if document is None:
+        raise _not_found("global version yet" if version is None else f"global version {version}")
+    name = file_name(document["model"]["global_version"])
+    return Response(
+        document_bytes(document),
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+@router.get("/models/global/latest/download", response_class=Response, responses=_MODEL_FILE, tags=["models"])
+def download_latest_global_model(request: Request, conn: Connection) -> Response:
+    """The newest global version as a model file, what `FLEAD_INITIAL_MODEL` starts a deployment from."""
+    return _model_file(request, conn, None)
+
+
+@router.get("/models/global/{version}/download", response_class=Response, responses=_MODEL_FILE, tags=["models"])
+def download_global_model(
+    request: Request, conn: Connection, version: Annotated[int, Path(ge=0, le=MAX_VERSION)]
+) -> Response:
+    """One global version as a model file: format, feature names, the version's row (weights,
+    intercept, threshold, normal model), its lineage, and the model-shaping `FLEAD_*` settings of
+    the API's environment."""
+    return _model_file(request, conn, version)
+
+
 @router.get("/devices", response_model=models.DevicePage, tags=["devices"])
 def list_devices(
     conn: Connection,
@@ -275,6 +312,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.token_digests = tuple(_digest(token) for token in settings.tokens)
+    app.state.model_settings = dict(settings.model_settings)
 
     @app.get("/health", response_model=models.Health, tags=["health"], responses={503: {"model": models.Health}})
     def health(request: Request):

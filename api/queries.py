@@ -131,6 +131,17 @@ def global_model(conn: psycopg.Connection, version: int | None = None) -> Row | 
     return row
 
 
+def federated_row(conn: psycopg.Connection, version: int) -> Row | None:
+    """The version's ``federated_models`` row, every column as the dataflow wrote it (its newest,
+    should the version have been written twice); ``None`` when there is none."""
+    rows = _rows(
+        conn,
+        "SELECT * FROM federated_models WHERE global_version = %(version)s ORDER BY created_at DESC LIMIT 1",
+        {"version": version},
+    )
+    return rows[0] if rows else None
+
+
 def _device_ids(after: str | None) -> str:
     """Distinct device ids above ``after`` in one table's primary key, one index probe each (a
     loose index scan: a table holds many rows per device)."""

@@ -99,12 +99,36 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
+MODEL_SETTINGS = (
+    *("FLEAD_FIELDS", "FLEAD_LABEL_COLUMN", "FLEAD_LABEL_DELAY"),
+    *("FLEAD_WINDOW", "FLEAD_SHORT_WINDOW", "FLEAD_WARMUP", "FLEAD_Z_WARNING", "FLEAD_Z_CRITICAL"),
+    *("FLEAD_DETECTOR", "FLEAD_LEARNING_RATE", "FLEAD_POSITIVE_WEIGHT", "FLEAD_NORMAL_PRIOR_READINGS"),
+    *("FLEAD_SCORE_THRESHOLD", "FLEAD_TARGET_FALSE_ALARM_RATE"),
+    *("FLEAD_ROUND_ROWS", "FLEAD_ROUND_SECONDS", "FLEAD_FEDAVG_UPDATES", "FLEAD_FEDAVG_SECONDS"),
+    *("FLEAD_AGGREGATION", "FLEAD_TRIM_FRACTION", "FLEAD_WEIGHT_CAP", "FLEAD_CLIP_NORM", "FLEAD_CLIP_MULTIPLE"),
+    *("FLEAD_DP_NOISE_MULTIPLIER", "FLEAD_DP_DELTA"),
+)
+"""The dataflow's settings that shape a global model: a model file records those of the exporter's
+environment (the API's, typically the dataflow's ConfigMap; the export command's shell)."""
+
+
+def model_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """The settings of :data:`MODEL_SETTINGS` that ``environ`` sets, as it sets them.
+
+    >>> model_settings({"FLEAD_WINDOW": "100", "FLEAD_INPUT": "kafka", "FLEAD_DATABASE_URL": "postgresql://db/f"})
+    {'FLEAD_WINDOW': '100'}
+    """
+    return {name: environ[name] for name in MODEL_SETTINGS if name in environ}
+
+
 @dataclass(frozen=True)
 class ApiSettings:
     database_url: str = field(repr=False)
     host: str = "127.0.0.1"
     port: int = 8000
     tokens: tuple[str, ...] = field(default=(), repr=False)
+    model_settings: dict[str, str] = field(default_factory=dict)
+    """The :data:`MODEL_SETTINGS` of the API's environment, for the model files it serves."""
 
     @property
     def bind(self) -> str:
@@ -123,6 +147,16 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:  # a host name other than localhost may resolve anywhere
         return False
+
+
+def load_database_url(environ: Mapping[str, str] | None = None) -> str:
+    """``FLEAD_DATABASE_URL`` alone (for a command that only reads the database); :class:`ConfigError`
+    naming it, without its value, when it is missing or wrong."""
+    environ = os.environ if environ is None else environ
+    try:
+        return _database_url(environ.get("FLEAD_DATABASE_URL", ""))
+    except ValueError as exc:
+        raise ConfigError(f"FLEAD_DATABASE_URL: {exc}") from None
 
 
 def load_api_settings(environ: Mapping[str, str] | None = None) -> ApiSettings:
@@ -147,4 +181,10 @@ def load_api_settings(environ: Mapping[str, str] | None = None) -> ApiSettings:
             f"FLEAD_API_BIND={environ['FLEAD_API_BIND']!r}: without FLEAD_API_TOKENS the API listens on a "
             "loopback address only (127.0.0.1, ::1 or localhost)"
         )
-    return ApiSettings(database_url=raw["FLEAD_DATABASE_URL"], host=host, port=port, tokens=tokens)
+    return ApiSettings(
+        database_url=raw["FLEAD_DATABASE_URL"],
+        host=host,
+        port=port,
+        tokens=tokens,
+        model_settings=model_settings(environ),
+    )

@@ -1,6 +1,7 @@
 """The database's schema, made by its owner, and the privileges of the roles that use it.
 
-    FLEAD_DATABASE_URL=postgresql://OWNER:…@HOST/DB python -m sinks.migrate --writer flead_writer --reader grafana
+    FLEAD_DATABASE_URL=postgresql://OWNER:…@HOST/DB python -m sinks.migrate --writer flead_writer \
+        --reader grafana --reader flead_api
 
 Run with the schema owner's URL, it creates or updates the schema as a start-up with that URL
 would (``sinks/database_schema.py``: tables, TimescaleDB hypertables, their compression and
@@ -9,9 +10,10 @@ trends), then gives
 
 - ``--writer ROLE`` (the dataflow's login) ``INSERT`` and ``SELECT`` on the tables and
   ``SELECT`` on the trends,
-- ``--reader ROLE`` (Grafana's login) ``SELECT`` on the tables and the trends,
+- ``--reader ROLE`` (Grafana's login, the HTTP API's; repeatable) ``SELECT`` on the tables
+  and the trends,
 
-both ``CONNECT`` on the database and ``USAGE`` on the schema, and nothing more: the roles' other
+all ``CONNECT`` on the database and ``USAGE`` on the schema, and nothing more: the roles' other
 privileges on these relations are revoked, ``CREATE`` on the schema is taken from ``PUBLIC``
 (PostgreSQL 15's default already), and the command checks what each role may do in the end.
 The roles must exist: making logins needs ``CREATEROLE``, which the owner does not need.
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import psycopg
 from psycopg import sql
@@ -52,11 +54,13 @@ def migrate(
     compress_after: str | None,
     retain_for: str | None,
     writer: str | None = None,
-    reader: str | None = None,
+    reader: str | Sequence[str] | None = None,
     report: Callable[[str], None] = print,
     timeout: float = 10.0,
 ) -> None:
     """Create or update the schema and grant the roles, reporting one line per thing done.
+
+    ``reader`` is one read-only role or several.
 
     Raises ``RuntimeError`` with one line, the URL's password masked, when anything fails.
     """
@@ -79,10 +83,11 @@ def migrate(
                     report(change.done)
                 if not changes:
                     report("the schema is complete and current")
-                for role, privileges in ((writer, WRITER), (reader, READER)):
-                    if role is not None:
-                        for line in _grant(conn, role, privileges):
-                            report(line)
+                readers = (reader,) if isinstance(reader, str) else tuple(reader or ())
+                grants = [(writer, WRITER)] if writer is not None else []
+                for role, privileges in grants + [(role, READER) for role in readers]:
+                    for line in _grant(conn, role, privileges):
+                        report(line)
             mode = "timescaledb" if _has_timescaledb(conn) else "postgresql"
             report(f"database {masked_url(url)}: {mode_description(conn, mode, compress_after, retain_for)}")
         except psycopg.Error as exc:
@@ -151,10 +156,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m sinks.migrate",
         description="Create or update FLEAD's schema with the owner's FLEAD_DATABASE_URL, and grant the roles "
-        "of the dataflow and of Grafana.",
+        "of the dataflow, of Grafana and of the HTTP API.",
     )
     parser.add_argument("--writer", metavar="ROLE", help="the dataflow's role: INSERT and SELECT on the tables")
-    parser.add_argument("--reader", metavar="ROLE", help="a read-only role (Grafana): SELECT on the tables")
+    parser.add_argument(
+        "--reader",
+        metavar="ROLE",
+        action="append",
+        help="a read-only role (Grafana, the HTTP API): SELECT on the tables; repeat for several",
+    )
     args = parser.parse_args(argv)
     try:
         database = load_settings().database

@@ -47,9 +47,14 @@ def replayed(request: pytest.FixtureRequest, nab_sample: Path, tmp_path_factory)
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+MODEL_ENVIRONMENT = {"FLEAD_NORMAL_PRIOR_READINGS": "0", "FLEAD_WINDOW": "100", "FLEAD_INPUT": "kafka"}
+"""Dataflow settings in the API's environment, as a shared ConfigMap would put them there: the
+first two shape a model (the replay's, ``tests/flead_runs.py``, and a default), the third does not."""
+
+
 @pytest.fixture(scope="package")
 def api(replayed: Replayed) -> Iterator[Api]:
     port = free_port()
-    served = launch(api_environment(replayed.url, port), port)
+    served = launch(api_environment(replayed.url, port, **MODEL_ENVIRONMENT), port)
     yield served
     assert served.stop() == 0

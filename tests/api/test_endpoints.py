@@ -19,6 +19,8 @@ PROTECTED = [
     "/models/global",
     "/models/global/latest",
     "/models/global/1",
+    "/models/global/1/download",
+    "/models/global/latest/download",
     "/devices",
     "/devices/realKnownCause%2Frogue_agent_key_hold",
     "/anomalies",

@@ -161,6 +161,8 @@ def test_the_openapi_document_names_every_endpoint_and_the_bearer_scheme(api):
         "/models/global",
         "/models/global/latest",
         "/models/global/{version}",
+        "/models/global/latest/download",
+        "/models/global/{version}/download",
         "/devices",
         "/devices/{device_id}",
         "/anomalies",

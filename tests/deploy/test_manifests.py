@@ -10,15 +10,18 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
+from api.settings import SETTINGS as API_SETTINGS
+from api.settings import load_api_settings
 from dataflows.config import SETTINGS
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
-KNOWN_SETTINGS = {setting.name for setting in SETTINGS}
+KNOWN_SETTINGS = {setting.name for setting in SETTINGS} | {setting.name for setting in API_SETTINGS}
 
 
 def load(path: Path) -> dict:
@@ -27,14 +30,27 @@ def load(path: Path) -> dict:
 
 K8S_DOCS = [load(path) for path in sorted((DEPLOY / "k8s").glob("*.yaml"))]
 SECRETS = {doc["metadata"]["name"]: doc for doc in K8S_DOCS if doc["kind"] == "Secret"}
-# One of each kind, and the dataflow's Secret (the other, the schema owner's, is for the migrate).
-K8S = {doc["kind"]: doc for doc in K8S_DOCS if doc["kind"] != "Secret"} | {"Secret": SECRETS.get("flead-secrets", {})}
+
+
+def component(doc: dict) -> str:
+    return doc["metadata"].get("labels", {}).get("app.kubernetes.io/component", "")
+
+
+# The dataflow's: one of each kind, and its Secret (the schema owner's is for the migrate).
+K8S = {doc["kind"]: doc for doc in K8S_DOCS if doc["kind"] != "Secret" and component(doc) != "api"} | {
+    "Secret": SECRETS.get("flead-secrets", {})
+}
+# The HTTP API's: a Deployment, a Service, a NetworkPolicy and a Secret of its own.
+API = {doc["kind"]: doc for doc in K8S_DOCS if component(doc) == "api"}
 COMPOSE = load(DEPLOY / "compose.yaml")
 SERVICES = COMPOSE["services"]
 PROCESSES = sorted((name for name in SERVICES if re.fullmatch(r"flead-\d+", name)), key=lambda n: int(n[6:]))
 STATEFULSET = K8S.get("StatefulSet", {})
 POD = STATEFULSET.get("spec", {}).get("template", {}).get("spec", {})
 CONTAINER = POD.get("containers", [{}])[0]
+API_POD = API.get("Deployment", {}).get("spec", {}).get("template", {}).get("spec", {})
+API_CONTAINER = API_POD.get("containers", [{}])[0]
+PODS = [POD, API_POD]
 DOCKERFILE = (DEPLOY / "Dockerfile").read_text()
 # Every file that configures the deployment (and may name FLEAD settings).
 DEPLOYMENT_FILES = [
@@ -71,7 +87,8 @@ def test_every_kubernetes_manifest_parses_and_the_expected_kinds_are_there():
         "StatefulSet",
         "NetworkPolicy",
     }
-    assert set(SECRETS) == {"flead-secrets", "flead-db-owner"}
+    assert set(SECRETS) == {"flead-secrets", "flead-db-owner", "flead-api"}
+    assert set(API) == {"Deployment", "Service", "NetworkPolicy", "Secret"}
     namespace = K8S["Namespace"]["metadata"]["name"]
     for doc in K8S_DOCS:
         kind = doc["kind"]
@@ -141,6 +158,11 @@ def flag(command: list[str], name: str) -> str:
     return command[command.index(name) + 1]
 
 
+def flags(command: list[str], name: str) -> list[str]:
+    """Every value of a repeated option."""
+    return [value for option, value in pairwise(command) if option == name]
+
+
 def test_the_schema_is_migrated_by_its_owner_before_the_dataflow_starts_as_a_writer():
     """An init container runs the migrate with the owner's Secret; the dataflow has only the writer's URL."""
     migrate = next(c for c in POD["initContainers"] if c["name"] == "migrate")
@@ -161,7 +183,7 @@ def test_the_schema_is_migrated_by_its_owner_before_the_dataflow_starts_as_a_wri
 
 def test_probes_resources_and_scrape_annotations():
     assert {"startupProbe", "livenessProbe", "readinessProbe"} <= set(CONTAINER)
-    for container in POD["containers"] + POD["initContainers"]:
+    for container in POD["containers"] + POD["initContainers"] + API_POD["containers"]:
         assert {"cpu", "memory"} <= set(container["resources"]["requests"]), container["name"]
         assert "memory" in container["resources"]["limits"], container["name"]
     annotations = STATEFULSET["spec"]["template"]["metadata"]["annotations"]
@@ -213,7 +235,7 @@ def test_the_manifests_set_flead_settings_at_all():
 
 
 @pytest.mark.parametrize(("where", "variable"), flead_variables())
-def test_every_flead_variable_a_manifest_names_is_one_the_dataflow_reads(where, variable):
+def test_every_flead_variable_a_manifest_names_is_one_the_dataflow_or_the_api_reads(where, variable):
     assert variable in KNOWN_SETTINGS, f"{where} names {variable}, which FLEAD does not read"
 
 
@@ -225,7 +247,9 @@ def dockerfile_images() -> list[str]:
 
 def images() -> list[tuple[str, str]]:
     found = [(f"compose {name}", service["image"]) for name, service in SERVICES.items()]
-    found += [(f"k8s {c['name']}", c["image"]) for c in POD["containers"] + POD["initContainers"]]
+    found += [
+        (f"k8s {c['name']}", c["image"]) for pod in PODS for c in pod["containers"] + pod.get("initContainers", [])
+    ]
     found += [("Dockerfile", image) for image in dockerfile_images()]
     return found
 
@@ -265,10 +289,11 @@ def test_the_image_holds_the_project_and_runs_it_as_a_user():
 
 
 def test_nothing_runs_as_root():
-    for scope in (POD["securityContext"], *(c["securityContext"] for c in POD["containers"] + POD["initContainers"])):
+    containers = [c for pod in PODS for c in pod["containers"] + pod.get("initContainers", [])]
+    for scope in (*(pod["securityContext"] for pod in PODS), *(c["securityContext"] for c in containers)):
         assert scope["runAsNonRoot"] is True
         assert scope.get("runAsUser", 1) != 0
-    for container in POD["containers"] + POD["initContainers"]:
+    for container in containers:
         context = container["securityContext"]
         assert context["allowPrivilegeEscalation"] is False and context["readOnlyRootFilesystem"] is True
         assert context["capabilities"] == {"drop": ["ALL"]}
@@ -282,7 +307,7 @@ def test_nothing_runs_as_root():
 
 
 def test_compose_brings_up_the_whole_stack_with_several_processes():
-    assert {"kafka", "kafka-topics", "timescaledb", "prometheus", "grafana", "producer"} <= set(SERVICES)
+    assert {"kafka", "kafka-topics", "timescaledb", "prometheus", "grafana", "producer", "api"} <= set(SERVICES)
     assert len(PROCESSES) >= 2
     addresses = ";".join(f"{name}:9999" for name in PROCESSES)
     for index, name in enumerate(PROCESSES):
@@ -368,3 +393,89 @@ def test_compose_migrates_as_the_owner_and_the_dataflow_writes_as_a_login_that_o
     initdb = next(m for m in SERVICES["timescaledb"]["volumes"] if m.endswith(":/docker-entrypoint-initdb.d:ro"))
     script = (DEPLOY / initdb.split(":")[0] / "20-flead-writer.sh").read_text()
     assert "WRITER_DB_USER" in script and "NOSUPERUSER NOCREATEDB NOCREATEROLE" in script
+
+
+# --- the HTTP API --------------------------------------------------------------------------
+
+MIGRATE = next((c for c in POD.get("initContainers", []) if c["name"] == "migrate"), {})
+
+
+def test_kubernetes_runs_the_api_as_a_deployment_with_its_own_read_only_login_and_tokens():
+    deployment = API["Deployment"]
+    assert API_CONTAINER["command"] == ["python", "-m", "api"]
+    assert API_CONTAINER["image"] == CONTAINER["image"]
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert selector != STATEFULSET["spec"]["selector"]["matchLabels"]  # neither selects the other's pods
+    # the dataflow's ConfigMap (the settings the model files record) and the API's own Secret
+    assert API_CONTAINER["envFrom"] == [
+        {"configMapRef": {"name": K8S["ConfigMap"]["metadata"]["name"]}},
+        {"secretRef": {"name": "flead-api"}},
+    ]
+    secret = API["Secret"]["stringData"]
+    assert API["Secret"]["metadata"]["name"] == "flead-api"
+    assert set(secret) == {"FLEAD_DATABASE_URL", "FLEAD_API_TOKENS"}
+    assert all("CHANGE-ME" in value for value in secret.values())
+    bind = env_of(API_CONTAINER)["FLEAD_API_BIND"]["value"]
+    settings = load_api_settings({**secret, "FLEAD_API_BIND": bind})  # the API would start with these
+    assert settings.tokens and settings.host == "0.0.0.0"
+    assert {"name": "http", "containerPort": settings.port} in API_CONTAINER["ports"]
+    # its own login: neither the dataflow's writer nor the owner, and granted SELECT by the migrate
+    login = database_user(secret["FLEAD_DATABASE_URL"])
+    assert login not in (
+        database_user(K8S["Secret"]["stringData"]["FLEAD_DATABASE_URL"]),
+        database_user(SECRETS["flead-db-owner"]["stringData"]["FLEAD_DATABASE_URL"]),
+    )
+    assert login in flags(MIGRATE["command"], "--reader")
+    # the API's Secret reaches the API only; the dataflow's and the owner's do not reach the API
+    assert "flead-api" not in json.dumps(STATEFULSET)
+    assert not {"flead-secrets", "flead-db-owner"} & set(re.findall(r'"name": "([^"]+)"', json.dumps(API_POD)))
+    assert API_POD["automountServiceAccountToken"] is False
+
+
+def test_the_api_s_probes_ask_health_and_its_service_reaches_port_8000():
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert API_CONTAINER[probe]["httpGet"] == {"path": "/health", "port": "http"}, probe
+    service = API["Service"]["spec"]
+    assert service["type"] == "ClusterIP"
+    assert service["selector"] == API["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert service["ports"] == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}]
+    assert any(mount["mountPath"] == "/tmp" for mount in API_CONTAINER["volumeMounts"])  # read-only root
+
+
+def test_the_api_s_network_policy_lets_in_port_8000_only_and_out_to_the_database_and_dns():
+    policy = API["NetworkPolicy"]["spec"]
+    assert policy["podSelector"]["matchLabels"] == API["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
+    assert [port for rule in policy["ingress"] for port in rule["ports"]] == [{"port": 8000, "protocol": "TCP"}]
+    assert {port["port"] for rule in policy["egress"] for port in rule["ports"]} == {5432, 53}
+    database = next(rule for rule in policy["egress"] if rule["ports"] == [{"port": 5432, "protocol": "TCP"}])
+    dataflow_database = next(
+        rule for rule in K8S["NetworkPolicy"]["spec"]["egress"] if rule["ports"][0]["port"] == 5432
+    )
+    assert database["to"] == dataflow_database["to"]  # the same database as the dataflow's
+
+
+def test_compose_runs_the_api_from_the_image_as_its_own_read_only_login_on_loopback():
+    api, database = SERVICES["api"], SERVICES["timescaledb"]["environment"]
+    assert api["entrypoint"] == ["python", "-m", "api"]
+    assert (api["image"], api["build"]) == (SERVICES["flead-0"]["image"], SERVICES["flead-0"]["build"])
+    assert api["ports"] == ["127.0.0.1:8000:8000"]  # published on the host's loopback only
+    env = api["environment"]
+    assert "${API_TOKENS" in env["FLEAD_API_TOKENS"] and "CHANGE-ME" in env["FLEAD_API_TOKENS"]
+    settings = load_api_settings({name: compose_default(value) for name, value in env.items()})
+    assert (settings.host, settings.port) == ("0.0.0.0", 8000)
+    assert database_user(env["FLEAD_DATABASE_URL"]) == database["API_DB_USER"]
+    assert database["API_DB_USER"] not in (database["POSTGRES_USER"], database["WRITER_DB_USER"])
+    assert "${API_DB_PASSWORD" in env["FLEAD_DATABASE_URL"] and database["API_DB_PASSWORD"].startswith(
+        "${API_DB_PASSWORD"
+    )
+    assert "@timescaledb:5432/" in env["FLEAD_DATABASE_URL"]
+    assert flags(SERVICES["migrate"]["entrypoint"], "--reader") == [
+        database["GRAFANA_DB_USER"],
+        database["API_DB_USER"],
+    ]
+    assert api["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}
+    initdb = next(m for m in SERVICES["timescaledb"]["volumes"] if m.endswith(":/docker-entrypoint-initdb.d:ro"))
+    script = (DEPLOY / initdb.split(":")[0] / "30-flead-api.sh").read_text()
+    assert "API_DB_USER" in script and "NOSUPERUSER NOCREATEDB NOCREATEROLE" in script

@@ -407,6 +407,31 @@ def test_the_migrate_fails_with_one_line_without_the_password(roles):
     assert SECRETS["owner"] not in run.stderr + run.stdout
 
 
+def test_the_migrate_grants_every_reader_it_is_given(roles):
+    """``--reader`` repeats: Grafana's login and the HTTP API's each get SELECT, and only that."""
+    second = f"{roles.reader}_api"
+    with psycopg.connect(roles.server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(second)))
+    try:
+        run = run_migrate(roles.url("owner"), "--reader", roles.reader, "--reader", second)
+        assert run.returncode == 0, run.stderr
+        granted = [line.split()[3] for line in run.stdout.splitlines() if line.startswith("flead migrate: granted ")]
+        assert granted == [roles.reader, second]
+        with connect(roles.url("owner")) as conn:
+            for role in (roles.reader, second):
+                may = {
+                    privilege
+                    for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE")
+                    if conn.execute("SELECT has_table_privilege(%s, 'anomalies', %s)", (role, privilege)).fetchone()[0]
+                }
+                assert may == {"SELECT"}, role
+    finally:
+        in_database = roles.server_url.rsplit("/", 1)[0] + f"/{roles.database}"
+        with psycopg.connect(in_database, autocommit=True) as admin:  # its grants there first
+            admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(second)))
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(second)))
+
+
 # --- hostile strings through the sink -------------------------------------------------------
 
 
