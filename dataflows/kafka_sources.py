@@ -1,16 +1,17 @@
-"""The two Kafka inputs: telemetry, and global models back to every shard."""
+"""The Kafka inputs: telemetry, global models back to every shard, and edge clients' local updates."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
 
 from dataflows import stopping
@@ -179,16 +180,23 @@ def start_of_part(for_part: str, resume_state: int | None) -> tuple[str, int, in
     return topic, int(index), OFFSET_BEGINNING if resume_state is None else resume_state
 
 
+T = TypeVar("T")
+
+
 @dataclass
-class _GlobalModelPartition(StatefulSourcePartition[GlobalModel, int]):
+class _FollowedPartition(StatefulSourcePartition[T, int], Generic[T]):
+    """One partition of a topic followed from an offset; ``read`` makes each message an item
+    (``None``: none)."""
+
     consumer: Consumer
     topic: str
     offset: int
     stop_when_idle: float | None
     """Seconds at the end of the topic after which the input ends; ``None`` follows forever."""
+    read: Callable[[Message], T | None] = global_model_of
     idle_since: float | None = None
 
-    def next_batch(self) -> list[GlobalModel]:
+    def next_batch(self) -> list[T]:
         """What librdkafka has fetched so far, without waiting: this runs on the worker's thread,
         which processes nothing while it waits, and it is polled every 50 ms anyway."""
         if stopping.requested():
@@ -201,7 +209,7 @@ class _GlobalModelPartition(StatefulSourcePartition[GlobalModel, int]):
                     continue
                 raise RuntimeError(f"reading {self.topic}: {error}")
             self.offset = message.offset() + 1
-            if (model := global_model_of(message)) is not None:
+            if (model := self.read(message)) is not None:
                 models.append(model)
         if models or self.stop_when_idle is None:
             self.idle_since = None
@@ -236,16 +244,50 @@ class GlobalModelSource(FixedPartitionedSource[GlobalModel, int]):
     def list_parts(self) -> list[str]:
         return topic_parts(self._kafka, self._kafka.global_models_topic)
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _GlobalModelPartition:
-        topic, index, offset = start_of_part(for_part, resume_state)
-        consumer = Consumer(
-            {
-                **self._kafka.client_config(),
-                "group.id": "flead-global-models",
-                "enable.auto.commit": "false",
-                "enable.partition.eof": "true",
-            }
-        )
-        consumer.assign([TopicPartition(topic, index, offset)])
-        idle = None if self._kafka.tail else self._kafka.idle_seconds
-        return _GlobalModelPartition(consumer, topic, offset, idle)
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _FollowedPartition[GlobalModel]:
+        return _followed(self._kafka, "flead-global-models", for_part, resume_state, global_model_of)
+
+
+def _followed(
+    kafka: KafkaSettings, group: str, for_part: str, resume_state: int | None, read: Callable[[Message], T | None]
+) -> _FollowedPartition[T]:
+    topic, index, offset = start_of_part(for_part, resume_state)
+    consumer = Consumer(
+        {**kafka.client_config(), "group.id": group, "enable.auto.commit": "false", "enable.partition.eof": "true"}
+    )
+    consumer.assign([TopicPartition(topic, index, offset)])
+    idle = None if kafka.tail else kafka.idle_seconds
+    return _FollowedPartition(consumer, topic, offset, idle, read)
+
+
+class TopicMessage(NamedTuple):
+    """A message as it was read, and where: ``kafka:{topic}:{partition}:{offset}``."""
+
+    value: bytes
+    source: str
+
+
+def _topic_message(message: Message) -> TopicMessage:
+    value = message.value() or b""
+    return TopicMessage(value, f"kafka:{message.topic()}:{message.partition()}:{message.offset()}")
+
+
+class EdgeUpdateSource(FixedPartitionedSource[TopicMessage, int]):
+    """Local updates from ``FLEAD_TOPIC_LOCAL_UPDATES`` (``FLEAD_EDGE_UPDATES=true``), undecoded:
+    edge clients' and the dataflow's own, which the check ignores (``operators/update_validation.py``).
+
+    A new dataflow reads it from the beginning (updates older than the versions it goes on
+    from are weighed down as stale by FedAvg); a resumed one after the last message read.
+    Like the global-model input, with ``FLEAD_KAFKA_TAIL=false`` it ends after
+    ``FLEAD_KAFKA_IDLE_SECONDS`` with nothing new, so it also reads what arrives while the
+    telemetry is processed.
+    """
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self._kafka = kafka
+
+    def list_parts(self) -> list[str]:
+        return topic_parts(self._kafka, self._kafka.local_updates_topic)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _FollowedPartition[TopicMessage]:
+        return _followed(self._kafka, "flead-edge-updates", for_part, resume_state, _topic_message)
