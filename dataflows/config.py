@@ -13,8 +13,10 @@ from urllib.parse import urlsplit
 
 from dataflows.replay_files import replay_files
 from instrumentation.masking import masked_pair
+from operators.aggregation import AGGREGATION_RULES
 from operators.alerts import ALERT_FORMATS, AlertRules
 from operators.device import DETECTORS, DetectionSettings
+from operators.fedavg import FederationRules
 from operators.messages import MessageLimits
 from operators.shard import DeviceLimits
 
@@ -64,6 +66,20 @@ def _rate(text: str) -> float:
     value = float(text)
     if not 0 <= value < 1:
         raise ValueError("must be at least 0 and below 1")
+    return value
+
+
+def _aggregation(text: str) -> str:
+    value = text.strip()
+    if value not in AGGREGATION_RULES:
+        raise ValueError(f"must be one of {', '.join(AGGREGATION_RULES)}")
+    return value
+
+
+def _trim_fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 0.5:
+        raise ValueError("must be at least 0 and below 0.5")
     return value
 
 
@@ -179,6 +195,47 @@ SETTINGS: tuple[Setting, ...] = (
         _non_negative_float,
         "...or after this many seconds of event time since the last one (0 = off).",
     ),
+    Setting(
+        "FLEAD_AGGREGATION",
+        "fedavg",
+        _aggregation,
+        "How a version combines the devices' changes: `fedavg` (weighted by samples, staleness-weighted), "
+        "`trimmed_mean` or `median` (coordinate-wise, each device once); the fleet's normal model likewise.",
+    ),
+    Setting(
+        "FLEAD_TRIM_FRACTION",
+        "0.1",
+        _trim_fraction,
+        "With `trimmed_mean`: the share of devices dropped at each end of every coordinate.",
+    ),
+    Setting(
+        "FLEAD_WEIGHT_CAP",
+        "3",
+        _non_negative_float,
+        "A device weighs at most this multiple of the median samples of a version's devices (0 = no cap).",
+    ),
+    Setting(
+        "FLEAD_CLIP_NORM",
+        "0",
+        _non_negative_float,
+        "A device's change in a version is scaled down to this L2 norm (0 = `FLEAD_CLIP_MULTIPLE` decides); "
+        "differential privacy needs it.",
+    ),
+    Setting(
+        "FLEAD_CLIP_MULTIPLE",
+        "0",
+        _non_negative_float,
+        "Without `FLEAD_CLIP_NORM`: clip a change to this multiple of the median norm of the last 1,000 "
+        "devices' changes (0 = no clipping; off by default: it costs clean runs, docs/detection-quality.md).",
+    ),
+    Setting(
+        "FLEAD_DP_NOISE_MULTIPLIER",
+        "0",
+        _non_negative_float,
+        "Differential privacy (DP-FedAvg): Gaussian noise of this × `FLEAD_CLIP_NORM` / devices on each "
+        "version's mean change, the ε spent reported per version (0 = off).",
+    ),
+    Setting("FLEAD_DP_DELTA", "0.00001", _probability, "The δ at which the spent ε is reported."),
     Setting(
         "FLEAD_INITIAL_MODEL",
         "",
@@ -458,6 +515,8 @@ class Settings:
     loop: bool
     alerts: AlertSettings | None = None
     """Alerts to a webhook, when ``FLEAD_ALERT_WEBHOOK_URL`` is set."""
+    federation: FederationRules = field(default_factory=FederationRules)
+    """How FedAvg combines the devices' changes: rule, one device's bounds, differential privacy."""
 
     @property
     def reads_kafka(self) -> bool:
@@ -494,6 +553,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(f"FLEAD_SHORT_WINDOW={raw['FLEAD_SHORT_WINDOW']} must not exceed FLEAD_WINDOW")
     if raw["FLEAD_FEDAVG_UPDATES"] == 0 and raw["FLEAD_FEDAVG_SECONDS"] == 0:
         raise ConfigError("FLEAD_FEDAVG_UPDATES and FLEAD_FEDAVG_SECONDS are both 0: no global model would be made")
+    if raw["FLEAD_DP_NOISE_MULTIPLIER"] > 0 and raw["FLEAD_CLIP_NORM"] == 0:
+        raise ConfigError("FLEAD_DP_NOISE_MULTIPLIER needs a fixed FLEAD_CLIP_NORM (the noise is scaled to it)")
+    if raw["FLEAD_DP_NOISE_MULTIPLIER"] > 0 and raw["FLEAD_AGGREGATION"] != "fedavg":
+        raise ConfigError("FLEAD_DP_NOISE_MULTIPLIER is DP-FedAvg: it needs FLEAD_AGGREGATION=fedavg")
     if raw["FLEAD_WINDOW"] < 2:
         raise ConfigError("FLEAD_WINDOW must be at least 2")
     source = raw["FLEAD_INPUT"]
@@ -581,6 +644,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         )
         if raw["FLEAD_ALERT_WEBHOOK_URL"]
         else None,
+        federation=FederationRules(
+            rule=raw["FLEAD_AGGREGATION"],
+            trim_fraction=raw["FLEAD_TRIM_FRACTION"],
+            cap_multiple=raw["FLEAD_WEIGHT_CAP"],
+            clip_norm=raw["FLEAD_CLIP_NORM"],
+            clip_multiple=raw["FLEAD_CLIP_MULTIPLE"],
+            dp_noise_multiplier=raw["FLEAD_DP_NOISE_MULTIPLIER"],
+            dp_delta=raw["FLEAD_DP_DELTA"],
+        ),
     )
 
 

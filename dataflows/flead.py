@@ -105,7 +105,11 @@ def build_flow(
 
     # FedAvg: one key, so one worker holds the federation's state.
     fedavg = FedAvgLogic.builder(
-        settings.fedavg_updates, settings.fedavg_seconds, settings.detection, initial_model or continue_from
+        settings.fedavg_updates,
+        settings.fedavg_seconds,
+        settings.detection,
+        initial_model or continue_from,
+        settings.federation,
     )
     global_models = op.key_rm(
         "global_models",

@@ -33,6 +33,15 @@ GLOBAL_ACCURACY = Gauge("flead_global_model_accuracy", "Sample-weighted accuracy
 KAFKA_CONSUMER_LAG = Gauge(
     "flead_kafka_consumer_lag", "Telemetry messages on the topic not read yet", ["topic", "partition"]
 )
+FEDERATION_CAPPED = Counter(
+    "flead_federation_updates_capped", "Devices' contributions to a global version whose weight was cut to the cap"
+)
+FEDERATION_CLIPPED = Counter(
+    "flead_federation_updates_clipped", "Devices' changes scaled down to the clipping bound in a global version"
+)
+DP_EPSILON = Gauge(
+    "flead_dp_epsilon", "With differential privacy: the epsilon spent by the global versions so far (at FLEAD_DP_DELTA)"
+)
 LIVE_EVALUATION = Gauge(
     "flead_live_evaluation", "Live evaluation of the global models on the labelled stream, so far", ["metric"]
 )
@@ -151,6 +160,12 @@ def record_global(model: GlobalModel) -> None:
     GLOBAL_VERSION.set(model.version)
     if model.accuracy is not None:
         GLOBAL_ACCURACY.set(model.accuracy)
+    if model.capped_devices:
+        FEDERATION_CAPPED.inc(model.capped_devices)
+    if model.clipped_devices:
+        FEDERATION_CLIPPED.inc(model.clipped_devices)
+    if model.dp_epsilon is not None:
+        DP_EPSILON.set(model.dp_epsilon)
 
 
 def record_live_evaluation(total: ConfusionCounts) -> None:
