@@ -19,6 +19,7 @@ from operators.device import DETECTORS, DetectionSettings
 from operators.fedavg import FederationRules
 from operators.messages import MessageLimits
 from operators.shard import DeviceLimits
+from operators.update_validation import UpdateLimits
 
 BUNDLED_DATA = Path(__file__).resolve().parent.parent / "data" / "nab"
 
@@ -385,6 +386,21 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("FLEAD_TOPIC_DEAD_LETTERS", "flead-dead-letters", _text, "Rejected input, with reason and source."),
     Setting(
+        "FLEAD_EDGE_UPDATES",
+        "false",
+        _flag,
+        "With `FLEAD_INPUT=kafka`: also federate the local updates of edge clients (`python -m dataflows.edge`), "
+        "read from `FLEAD_TOPIC_LOCAL_UPDATES` and checked first (a bad one is a dead letter); the dataflow's "
+        "own updates on that topic carry no edge mark and are left out.",
+    ),
+    Setting(
+        "FLEAD_EDGE_MAX_UPDATE_NORM",
+        "20",
+        _positive_float,
+        "An edge update whose change (weights and intercept minus those its round started from) has a larger "
+        "L2 norm is a dead letter (`update_norm`); honest rounds on the bundled data stay below 8.3.",
+    ),
+    Setting(
         "FLEAD_DATABASE_URL",
         "",
         _optional_text,
@@ -515,6 +531,10 @@ class Settings:
     loop: bool
     alerts: AlertSettings | None = None
     """Alerts to a webhook, when ``FLEAD_ALERT_WEBHOOK_URL`` is set."""
+    edge_updates: bool = False
+    """``FLEAD_EDGE_UPDATES``: edge clients' local updates join the federation (Kafka input only)."""
+    update_limits: UpdateLimits = field(default_factory=UpdateLimits)
+    """What an edge client's update may look like."""
     federation: FederationRules = field(default_factory=FederationRules)
     """How FedAvg combines the devices' changes: rule, one device's bounds, differential privacy."""
 
@@ -644,6 +664,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         )
         if raw["FLEAD_ALERT_WEBHOOK_URL"]
         else None,
+        edge_updates=raw["FLEAD_EDGE_UPDATES"],
+        update_limits=UpdateLimits(
+            max_norm=raw["FLEAD_EDGE_MAX_UPDATE_NORM"],
+            max_bytes=raw["FLEAD_MAX_MESSAGE_BYTES"],
+        ),
         federation=FederationRules(
             rule=raw["FLEAD_AGGREGATION"],
             trim_fraction=raw["FLEAD_TRIM_FRACTION"],

@@ -12,6 +12,7 @@
       ├─► anomalies, scores                               (files, topic, table)
       │     └─► critical ─► cooldown, rate limit ─► alerts (FLEAD_ALERT_WEBHOOK_URL)
       ├─► local updates ─► fedavg ─► global models        (files, topics, tables)
+      │     edge clients' updates (FLEAD_EDGE_UPDATES) ─┘ checked ──rejected──► dead letters
       │                                 └─► loopback file | FLEAD_TOPIC_GLOBAL_MODELS ─► every shard
       ├─► closed evaluations (per global version) ─► evaluation ─► model evaluations
       ▼
@@ -102,6 +103,13 @@ def build_flow(
     local_updates = op.flat_map_batch(
         "local_updates", results, lambda batch: [updates] if (updates := [u for r in batch for u in r.updates]) else []
     )
+    federated_updates = local_updates
+    if settings.edge_updates:  # edge clients' updates, checked, beside the shards' own
+        from dataflows.edge_updates import edge_updates
+
+        edge = edge_updates(flow, settings, source.returned_models, initial_model or continue_from)
+        federated_updates = op.merge("federated_updates", local_updates, edge.updates)
+        rejected = op.merge("rejected_with_edge_updates", rejected, edge.rejected)
 
     # FedAvg: one key, so one worker holds the federation's state.
     fedavg = FedAvgLogic.builder(
@@ -113,7 +121,7 @@ def build_flow(
     )
     global_models = op.key_rm(
         "global_models",
-        op.stateful_batch("fedavg", op.key_on("federation", local_updates, lambda _: "federation"), fedavg),
+        op.stateful_batch("fedavg", op.key_on("federation", federated_updates, lambda _: "federation"), fedavg),
     )
     if initial_model is not None:
         published = op.input("initial_model", flow, InitialModelSource(initial_model))

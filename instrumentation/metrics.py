@@ -111,6 +111,14 @@ ALERT_DROP_REASONS = ("queue_full", "rejected", "failed", "shutdown")
 every attempt failed (5xx, timeouts, no connection), or it was still queued when the dataflow stopped."""
 ALERTS_DROPPED = Counter("flead_alerts_dropped", "Alerts not delivered, by reason", ["reason"])
 ALERTS_RETRIES = Counter("flead_alerts_retries", "Webhook deliveries tried again")
+EDGE_UPDATES = Counter("flead_edge_updates", "Edge clients' local updates that passed the checks into FedAvg")
+BANDWIDTH = Counter(
+    "flead_bandwidth_bytes",
+    "Edge client: bytes of the readings behind its updates (kind=readings), and bytes it sent (updates, anomalies)",
+    ["kind"],
+)
+for _kind in ("readings", "updates", "anomalies"):
+    BANDWIDTH.labels(_kind)
 
 
 # Every known label value exists from the start, at 0, so that dashboards and alerts see the
@@ -171,6 +179,16 @@ def record_global(model: GlobalModel) -> None:
 def record_live_evaluation(total: ConfusionCounts) -> None:
     for name, gauge in _EVALUATION.items():
         gauge.set(getattr(total, name))
+
+
+def count_edge_updates(n: int) -> None:
+    if n:
+        EDGE_UPDATES.inc(n)
+
+
+def count_bandwidth(kind: str, n: int) -> None:
+    """``kind``: ``readings`` (behind the updates sent), ``updates`` or ``anomalies`` (sent)."""
+    BANDWIDTH.labels(kind).inc(n)
 
 
 def count_alerts_held_back(held_back: dict[str, int]) -> None:
