@@ -551,7 +551,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Parse every ``FLEAD_*`` variable; a wrong one raises :class:`ConfigError` naming it."""
     environ = os.environ if environ is None else environ
     known = {setting.name for setting in SETTINGS}
-    unknown = sorted(name for name in environ if name.startswith("FLEAD_") and name not in known)
+    # FLEAD_API_* are the HTTP API's (api/settings.py), which may share an environment with the dataflow
+    unknown = sorted(
+        name
+        for name in environ
+        if name.startswith("FLEAD_") and not name.startswith("FLEAD_API_") and name not in known
+    )
     if unknown:
         raise ConfigError(f"unknown setting {unknown[0]} (known: see docs/operations.md)")
     raw: dict[str, Any] = {}

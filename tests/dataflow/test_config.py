@@ -61,3 +61,9 @@ def test_a_bad_setting_stops_the_real_command_with_a_message_naming_it(tmp_path)
     assert result.returncode != 0
     assert "flead: bad setting: FLEAD_WINDOW='ten': is not a number" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_api_s_settings_may_share_the_dataflow_s_environment():
+    """One env file or ConfigMap for both: the dataflow leaves FLEAD_API_* to the API (api/settings.py)."""
+    settings = load_settings({"FLEAD_API_TOKENS": "a-token-of-sixteen-chars", "FLEAD_API_BIND": "0.0.0.0:8000"})
+    assert settings.input_path == BUNDLED_DATA
