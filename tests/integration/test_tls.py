@@ -2,8 +2,8 @@
 PostgreSQL that takes only TLS and scram-sha-256 over TCP, both with certificates of a CA made
 for this module (``deploy/local/tls.py``).
 
-- The producer and the dataflow reach the broker through ``FLEAD_KAFKA_CONFIG`` and the
-  database with ``sslmode=verify-full``; nothing is lost on the way.
+- The producer, the dataflow and an edge client reach the broker through ``FLEAD_KAFKA_CONFIG``,
+  and the dataflow the database with ``sslmode=verify-full``; nothing is lost on the way.
 - A wrong password, a CA that did not sign the server's certificate, or (PostgreSQL) a host
   name the certificate does not name, stops start-up at once with one line that names the
   broker or the database and the cause.
@@ -198,6 +198,20 @@ def test_producer_and_dataflow_run_over_sasl_ssl_into_postgresql_verify_full(
     assert_no_secret(passwords, produced.stdout, produced.stderr, flead.stdout, flead.stderr, flead.metrics)
 
 
+def test_an_edge_client_runs_over_sasl_ssl(tls_kafka, passwords, tmp_path):
+    """The edge path: a device training on its own hardware publishes its updates and anomalies
+    through FLEAD_KAFKA_CONFIG, like the dataflow and the producer."""
+    series = REPO / "data" / "nab" / "artificialWithAnomaly" / "art_daily_jumpsup.csv"
+    topics = topics_env(tls_kafka, FLEAD_KAFKA_CONFIG=tls_kafka.flead_kafka_config)
+    edge = run("dataflows.edge", environment(series, tmp_path, FLEAD_ROUND_SECONDS="0", **topics))
+    assert edge.returncode == 0, edge.stderr[-3000:]
+    summary = orjson.loads((tmp_path / "edge-summary.json").read_bytes())
+    assert summary["rows_processed"] == 4032 and summary["local_updates"] > 0 and summary["anomalies"] > 0
+    assert messages_on(tls_kafka, topics["FLEAD_TOPIC_LOCAL_UPDATES"]) == summary["local_updates"]
+    assert messages_on(tls_kafka, topics["FLEAD_TOPIC_ANOMALIES"]) == summary["anomalies"]
+    assert_no_secret(passwords, edge.stdout, edge.stderr)
+
+
 KAFKA_FAULTS = {
     # what is wrong: (FLEAD_KAFKA_CONFIG's setting, its wrong value, what the line must say)
     "wrong password": ("sasl.password", None, "authentication failed"),
@@ -205,7 +219,7 @@ KAFKA_FAULTS = {
 }
 
 
-@pytest.mark.parametrize("dataflow", ["dataflows.flead", "dataflows.producer"])
+@pytest.mark.parametrize("dataflow", ["dataflows.flead", "dataflows.producer", "dataflows.edge"])
 @pytest.mark.parametrize("fault", list(KAFKA_FAULTS))
 def test_a_broker_that_refuses_the_client_stops_start_up_at_once_with_one_line(
     tls_kafka, passwords, untrusted_ca, nab_sample, tmp_path, dataflow, fault
@@ -217,7 +231,11 @@ def test_a_broker_that_refuses_the_client_stops_start_up_at_once_with_one_line(
         FLEAD_KAFKA_CONFIG=";".join(f"{key}={value}" for key, value in config.items()),
         FLEAD_KAFKA_CONNECT_SECONDS="60",  # a refusal must not wait for this
     )
-    input_path = "kafka" if dataflow == "dataflows.flead" else nab_sample
+    input_path = {
+        "dataflows.flead": "kafka",
+        "dataflows.producer": nab_sample,
+        "dataflows.edge": REPO / "data" / "nab" / "artificialWithAnomaly" / "art_daily_jumpsup.csv",
+    }[dataflow]
     result = run(dataflow, environment(input_path, tmp_path, **topics))
     line = the_one_error_line(result)
     assert tls_kafka.bootstrap in line and cause in line.lower(), line
