@@ -57,16 +57,28 @@ EdgeItem = Telemetry | Rejection | GlobalModel
 
 class _StdinLines:
     """Lines of standard input, read by a thread so that waiting for the next one never
-    holds up the worker (global models keep arriving)."""
+    holds up the worker (global models keep arriving).
 
-    def __init__(self) -> None:
+    The thread reads the file descriptor itself (``os.read``), not ``sys.stdin``: a daemon
+    thread waiting inside ``sys.stdin.buffer`` holds its lock, and Python aborts at exit
+    ("could not acquire lock for <stdin> at interpreter shutdown") when a signal stops the
+    client while the pipe is still open.
+    """
+
+    def __init__(self, fd: int = 0) -> None:
         self.lines: queue.Queue[bytes | None] = queue.Queue(maxsize=10_000)
         self.ended = False
+        self._fd = fd
         threading.Thread(target=self._read, name="flead-edge-stdin", daemon=True).start()
 
     def _read(self) -> None:
-        for line in sys.stdin.buffer:
-            self.lines.put(line)
+        pending = b""
+        while chunk := os.read(self._fd, 1 << 16):
+            *complete, pending = (pending + chunk).split(b"\n")
+            for line in complete:
+                self.lines.put(line + b"\n")
+        if pending:
+            self.lines.put(pending)
         self.lines.put(None)
 
     def take(self, limit: int, limits: MessageLimits, line_number: int) -> tuple[list[Telemetry | Rejection], bool]:
@@ -236,7 +248,9 @@ class EdgeDevice(StatefulBatchLogic[EdgeItem, tuple[str, Any], Any]):
 
     def on_eof(self) -> tuple[list[tuple[str, Any]], bool]:
         if stopping.requested():  # not the end of the input: the round stays open for a resume
-            return [], StatefulBatchLogic.RETAIN
+            return [
+                ("summary", {**self.totals.summary(), "stopped_by": stopping.stopped_by()})
+            ], StatefulBatchLogic.RETAIN
         records = self._sent(self.state.finish().updates)
         out: list[tuple[str, Any]] = [("records", records)] if records else []
         return [*out, ("summary", self.totals.summary())], StatefulBatchLogic.RETAIN

@@ -85,3 +85,55 @@ def test_the_live_dataflow_and_the_looping_producer_stop_on_sigterm_with_every_r
         updates = conn.execute("SELECT count(*) FROM local_models").fetchone()[0]
     assert anomalies == sum(summary["anomalies"].values()) > 0
     assert updates == summary["local_updates"] > 0
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_an_edge_client_on_an_open_standard_input_stops_with_its_updates_sent(kafka, tmp_path, stop_signal):
+    """A device pipes its readings in and never closes the pipe: the signal ends the client,
+    which sends what it made and writes its summary."""
+    import math
+    import sys
+
+    from tests.integration.test_kafka import consume, rows
+
+    topics = topics_env(kafka)
+    env = environment("-", tmp_path, FLEAD_ROUND_SECONDS="0", **topics)
+    edge = subprocess.Popen(
+        [sys.executable, "-m", "dataflows.edge"],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        for i in range(120):
+            reading = {"device_id": "edge-pump", "timestamp": 1_700_000_000 + 300 * i, "data": math.sin(i)}
+            edge.stdin.write(orjson.dumps(reading) + b"\n")
+        edge.stdin.flush()
+        deadline = time.monotonic() + 60
+        while sent_updates(kafka, topics) < 2:  # two full rounds of 50
+            assert edge.poll() is None and time.monotonic() < deadline, "the client sent no updates"
+            time.sleep(0.5)
+        edge.send_signal(stop_signal)
+        assert edge.wait(timeout=60) == 0, edge.stdout.read().decode()[-2000:]
+    finally:
+        if edge.poll() is None:
+            edge.kill()
+    summary = orjson.loads((tmp_path / "edge-summary.json").read_bytes())
+    assert (summary["rows_processed"], summary["stopped_by"]) == (120, stop_signal.name)
+    updates = rows(consume(kafka.bootstrap, topics["FLEAD_TOPIC_LOCAL_UPDATES"]))
+    assert len(updates) == summary["local_updates"] >= 2
+
+
+def sent_updates(kafka, topics: dict[str, str]) -> int:
+    """Updates on the edge client's topic so far (0 while the topic it creates has no leader yet)."""
+    from confluent_kafka import KafkaException
+
+    from tests.integration.test_kafka import messages_on
+
+    try:
+        return messages_on(kafka.bootstrap, topics["FLEAD_TOPIC_LOCAL_UPDATES"])
+    except KafkaException:
+        return 0
