@@ -143,6 +143,12 @@ class Table:
     segmentby: str = ""
     orderby: str | None = None
     """TimescaleDB's ``compress_orderby``; ``None``: a hypertable that is never compressed."""
+    once_per: str | None = None
+    """A column of which each value is written once, the first time: the global version of a
+    table with a row per version whose key also holds a time (a hypertable's unique keys must).
+    After a crash the dataflow makes the versions since its last snapshot again, and where
+    their time differs (which updates made a version, and when, depends on timing with several
+    processes), the key alone would keep both."""
 
     @property
     def compression(self) -> str | None:
@@ -153,9 +159,13 @@ class Table:
 
     @property
     def insert(self) -> str:
+        rows = f"json_populate_recordset(NULL::{self.name}, %s::json)"
+        if self.once_per is None:
+            return f"INSERT INTO {self.name} SELECT * FROM {rows} ON CONFLICT DO NOTHING"
+        key = self.once_per
         return (
-            f"INSERT INTO {self.name} SELECT * FROM json_populate_recordset(NULL::{self.name}, %s::json) "
-            "ON CONFLICT DO NOTHING"
+            f"INSERT INTO {self.name} SELECT DISTINCT ON (r.{key}) r.* FROM {rows} r"
+            f" WHERE NOT EXISTS (SELECT FROM {self.name} t WHERE t.{key} = r.{key}) ON CONFLICT DO NOTHING"
         )
 
 
@@ -169,9 +179,9 @@ TABLES: dict[str, Table] = {
     table.name: table
     for table in (
         Table("local_models", "created_at", "7 days", "", "created_at DESC, device_id, model_version"),
-        Table("federated_models", "created_at", "28 days", "", "created_at DESC, global_version"),
+        Table("federated_models", "created_at", "28 days", "", "created_at DESC, global_version", "global_version"),
         # One row per global version: too few rows for a compressed chunk to be smaller.
-        Table("model_evaluations", "window_start", "91 days"),
+        Table("model_evaluations", "window_start", "91 days", once_per="global_version"),
         Table("anomalies", "timestamp", "7 days", "", 'device_id, "timestamp" DESC'),
         # A dead letter's arrival time differs on every replay, so a key holding it would not
         # deduplicate: a plain table keyed by a hash of what was rejected, in both modes.

@@ -175,6 +175,26 @@ def test_every_table_round_trips_and_a_replay_inserts_nothing_twice(database):
     assert stored["anomalies"][0]["timestamp"].utcoffset() is not None  # timestamptz, not timestamp
 
 
+@pytest.mark.parametrize(
+    ("table", "time_column"), [("federated_models", "created_at"), ("model_evaluations", "window_start")]
+)
+def test_a_global_version_made_again_at_another_time_is_not_written_twice(database, table, time_column):
+    """After a crash the dataflow makes the versions since its snapshot again, and with several
+    processes one may come out at another time: its first row stays, in one flush or later ones."""
+    prepare_database(database, None, None)
+    first = EXAMPLES[table]
+    later = {**first, time_column: "2031-01-01T00:00:00.000Z"}
+    much_later = {**first, time_column: "2032-01-01T00:00:00.000Z"}
+    with connect(database) as conn:
+        write_rows(conn, [(table, first)])
+        write_rows(conn, [(table, later), (table, much_later)])
+        stored = conn.execute(f"SELECT global_version, {time_column} FROM {table}").fetchall()
+        write_rows(conn, [(table, {**first, "global_version": first["global_version"] + 1}), (table, later)])
+        versions = conn.execute(f"SELECT global_version FROM {table} ORDER BY 1").fetchall()
+    assert stored == [(first["global_version"], datetime.fromisoformat(first[time_column]))]
+    assert [v for (v,) in versions] == [first["global_version"], first["global_version"] + 1]
+
+
 def test_a_flush_is_one_insert_statement_per_table(database):
     """A statement-level trigger counts INSERT statements: a row-at-a-time sink would count thousands."""
     prepare_database(database, None, None)
