@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -123,7 +122,7 @@ class FedAvgLogic(StatefulBatchLogic[list[LocalUpdate], GlobalModel, Snapshot]):
                 every_seconds,
                 detection.score_threshold,
                 detection.target_false_alarm_rate,
-                **asdict(rules or FederationRules()),
+                rules=rules or FederationRules(),
             )
             if continue_from is not None:
                 aggregator.adopt(continue_from)

@@ -147,10 +147,29 @@ class FederationRules:
     rule: str = "fedavg"
     trim_fraction: float = 0.1
     cap_multiple: float = 0.0
+    """0: no cap."""
     clip_norm: float = 0.0
+    """0: no fixed bound (``clip_multiple`` decides)."""
     clip_multiple: float = 0.0
+    """0 (and no ``clip_norm``): no clipping."""
     dp_noise_multiplier: float = 0.0
+    """0: no differential privacy."""
     dp_delta: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if self.rule not in AGGREGATION_RULES:
+            raise ValueError(f"rule must be one of {', '.join(AGGREGATION_RULES)}, got {self.rule!r}")
+        if not 0 <= self.trim_fraction < 0.5:
+            raise ValueError(f"trim_fraction must be at least 0 and below 0.5, got {self.trim_fraction}")
+        if min(self.cap_multiple, self.clip_norm, self.clip_multiple, self.dp_noise_multiplier) < 0:
+            raise ValueError("cap_multiple, clip_norm, clip_multiple and dp_noise_multiplier must not be negative")
+        if self.dp_noise_multiplier > 0:
+            if self.clip_norm <= 0:
+                raise ValueError("differential privacy needs a fixed clip_norm (a bound learned from the data leaks)")
+            if self.rule != "fedavg":
+                raise ValueError("differential privacy is DP-FedAvg: it needs rule='fedavg'")
+            if not 0 < self.dp_delta < 1:
+                raise ValueError(f"dp_delta must be between 0 and 1, got {self.dp_delta}")
 
 
 RECENT_NORMS = 1000
@@ -186,6 +205,7 @@ class FedAvgAggregator:
     ``target_false_alarm_rate``, the lowest grid threshold that the fleet's scores so far
     reach at most that often.
 
+    The bounds, the rule and the privacy are ``rules`` (:class:`FederationRules`).
     *One device's bounds* (before the rule): with ``cap_multiple``, a device's weight in a
     version is at most that multiple of the median samples of the version's devices; with
     ``clip_norm`` (a fixed bound) or else ``clip_multiple`` (that multiple of the median L2
@@ -223,17 +243,7 @@ class FedAvgAggregator:
     pending_normal: list[NormalModel] = field(default_factory=list)
     threshold_totals: tuple[int, list[int]] | None = None
     """The fleet's scores so far: how many, and how many reached each grid threshold."""
-    rule: str = "fedavg"
-    trim_fraction: float = 0.1
-    cap_multiple: float = 0.0
-    """0: no cap."""
-    clip_norm: float = 0.0
-    """0: no fixed bound (``clip_multiple`` decides)."""
-    clip_multiple: float = 0.0
-    """0 (and no ``clip_norm``): no clipping."""
-    dp_noise_multiplier: float = 0.0
-    """0: no differential privacy."""
-    dp_delta: float = 1e-5
+    rules: FederationRules = field(default_factory=FederationRules)
     pending_device_normal: dict[str, NormalModel] = field(default_factory=dict)
     """Each device's rounds since the last version, pooled (for the normal model's bounds)."""
     recent_norms: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_NORMS))
@@ -245,19 +255,6 @@ class FedAvgAggregator:
             raise ValueError("every_updates and every_seconds must not be negative")
         if self.every_updates == 0 and self.every_seconds == 0:
             raise ValueError("at least one of every_updates and every_seconds must be set")
-        if self.rule not in AGGREGATION_RULES:
-            raise ValueError(f"rule must be one of {', '.join(AGGREGATION_RULES)}, got {self.rule!r}")
-        if not 0 <= self.trim_fraction < 0.5:
-            raise ValueError(f"trim_fraction must be at least 0 and below 0.5, got {self.trim_fraction}")
-        if min(self.cap_multiple, self.clip_norm, self.clip_multiple, self.dp_noise_multiplier) < 0:
-            raise ValueError("cap_multiple, clip_norm, clip_multiple and dp_noise_multiplier must not be negative")
-        if self.dp_noise_multiplier > 0:
-            if self.clip_norm <= 0:
-                raise ValueError("differential privacy needs a fixed clip_norm (a bound learned from the data leaks)")
-            if self.rule != "fedavg":
-                raise ValueError("differential privacy is DP-FedAvg: it needs rule='fedavg'")
-            if not 0 < self.dp_delta < 1:
-                raise ValueError(f"dp_delta must be between 0 and 1, got {self.dp_delta}")
 
     def add(self, update: LocalUpdate) -> GlobalModel | None:
         """Take one local update; returns the next global model when one is due."""
@@ -326,7 +323,7 @@ class FedAvgAggregator:
         vectors = [[*(c.weights.get(name, 0.0) for name in names), c.intercept] for c in contributions]
         weights, capped = self._capped(samples)
         vectors, clipped = self._clipped(vectors)
-        if self.dp_noise_multiplier > 0:
+        if self.rules.dp_noise_multiplier > 0:
             *mean_change, intercept_change = self._private_mean(vectors)
         else:
             *mean_change, intercept_change = self._combine(vectors, weights)
@@ -360,24 +357,24 @@ class FedAvgAggregator:
         return model
 
     def _combine(self, vectors: Sequence[Sequence[float]], weights: Sequence[float]) -> list[float]:
-        if self.rule == "trimmed_mean":
-            return trimmed_mean(vectors, [1] * len(vectors), self.trim_fraction)
-        if self.rule == "median":
+        if self.rules.rule == "trimmed_mean":
+            return trimmed_mean(vectors, [1] * len(vectors), self.rules.trim_fraction)
+        if self.rules.rule == "median":
             return coordinate_median(vectors, [1] * len(vectors))
         return fedavg(vectors, weights)
 
     def _capped(self, samples: Sequence[int]) -> tuple[list[float], int]:
         """Each device's weight, at most ``cap_multiple`` × the median samples; how many were cut."""
-        if not self.cap_multiple:
+        if not self.rules.cap_multiple:
             return list(samples), 0
-        cap = self.cap_multiple * median(samples)
+        cap = self.rules.cap_multiple * median(samples)
         return [min(n, cap) for n in samples], sum(n > cap for n in samples)
 
     def _clipped(self, vectors: list[list[float]]) -> tuple[list[list[float]], int]:
         """Each change scaled down to the clipping bound (when there is one); how many were."""
         norms = [math.sqrt(sum(x * x for x in vector)) for vector in vectors]
         self.recent_norms.extend(norms)
-        bound = self.clip_norm or self.clip_multiple * median(self.recent_norms)
+        bound = self.rules.clip_norm or self.rules.clip_multiple * median(self.recent_norms)
         if bound <= 0:
             return vectors, 0
         found = [
@@ -394,20 +391,20 @@ class FedAvgAggregator:
         n = len(vectors)
         mean = fedavg(vectors, [1] * n)
         generator = np.random.default_rng(self.version + 1)
-        noise = generator.normal(0.0, self.dp_noise_multiplier * self.clip_norm / n, len(mean))
+        noise = generator.normal(0.0, self.rules.dp_noise_multiplier * self.rules.clip_norm / n, len(mean))
         if self.privacy_accountant is None:
             self.privacy_accountant = rdp.RdpAccountant()
-        self.privacy_accountant.compose(dp_accounting.GaussianDpEvent(self.dp_noise_multiplier))
+        self.privacy_accountant.compose(dp_accounting.GaussianDpEvent(self.rules.dp_noise_multiplier))
         return [float(x) for x in np.asarray(mean) + noise]
 
     def _spent_epsilon(self) -> float | None:
         if self.privacy_accountant is None:
             return None
-        return float(self.privacy_accountant.get_epsilon(self.dp_delta))
+        return float(self.privacy_accountant.get_epsilon(self.rules.dp_delta))
 
     def _next_normal(self) -> NormalModel:
         """The normal model moved by this version's devices, each one's weight capped, combined by the rule."""
-        if not self.cap_multiple and self.rule == "fedavg":
+        if not self.rules.cap_multiple and self.rules.rule == "fedavg":
             return next_normal_model(self.normal, self.pending_normal)
         devices = list(self.pending_device_normal.values())
         if not devices:

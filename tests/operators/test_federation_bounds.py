@@ -6,7 +6,7 @@ import dp_accounting
 import pytest
 from dp_accounting import rdp
 
-from operators.fedavg import FedAvgAggregator, GlobalModel, LocalUpdate
+from operators.fedavg import FedAvgAggregator, FederationRules, GlobalModel, LocalUpdate
 from operators.local_model import ModelParameters
 from operators.normal_model import EVIDENCE, Moments, NormalModel
 
@@ -31,6 +31,11 @@ def version(aggregator: FedAvgAggregator, attacker: float = 100.0, attacker_samp
 BOUNDS = {"cap_multiple": 3.0, "clip_multiple": 3.0}
 
 
+def aggregator_with(**rules) -> FedAvgAggregator:
+    """A version every 10 updates, combined under ``rules`` (:class:`FederationRules`' fields)."""
+    return FedAvgAggregator(every_updates=10, rules=FederationRules(**rules))
+
+
 def test_plain_fedavg_follows_the_crafted_update():
     model = version(FedAvgAggregator(every_updates=10))
     # (9 devices × 10 samples × 1 + 1000 × 100) / 1090
@@ -39,7 +44,7 @@ def test_plain_fedavg_follows_the_crafted_update():
 
 
 def test_fedavg_with_the_bounds_caps_the_weight_and_clips_the_change():
-    model = version(FedAvgAggregator(every_updates=10, **BOUNDS))
+    model = version(aggregator_with(**BOUNDS))
     # Cap: 3 × the median 10 samples = 30. Clip: 3 × the median norm √2 = 3√2, so the attacker's
     # change (norm 100√2) is scaled to w = 3. (90 × 1 + 30 × 3) / 120 = 1.5.
     assert model.parameters.weights["abs_z"] == pytest.approx(1.5)
@@ -49,13 +54,13 @@ def test_fedavg_with_the_bounds_caps_the_weight_and_clips_the_change():
 
 @pytest.mark.parametrize("rule", ["trimmed_mean", "median"])
 def test_the_robust_rules_ignore_the_crafted_update(rule):
-    model = version(FedAvgAggregator(every_updates=10, rule=rule, trim_fraction=0.1, **BOUNDS))
+    model = version(aggregator_with(rule=rule, trim_fraction=0.1, **BOUNDS))
     assert model.parameters.weights["abs_z"] == pytest.approx(1.0)
     assert model.parameters.intercept == pytest.approx(1.0)
 
 
 def test_a_fixed_clipping_bound():
-    model = version(FedAvgAggregator(every_updates=10, clip_norm=2**0.5 / 2))
+    model = version(aggregator_with(clip_norm=2**0.5 / 2))
     # Every change is scaled to norm √2/2 (w = 0.5); the weights are the raw samples.
     assert model.parameters.weights["abs_z"] == pytest.approx(0.5)
     assert model.clipped_devices == 10
@@ -63,8 +68,8 @@ def test_a_fixed_clipping_bound():
 
 def test_the_normal_model_caps_the_flooding_device_and_the_median_ignores_it():
     plain = version(FedAvgAggregator(every_updates=10)).normal.evidence[0]
-    capped = version(FedAvgAggregator(every_updates=10, **BOUNDS)).normal.evidence[0]
-    median = version(FedAvgAggregator(every_updates=10, rule="median", **BOUNDS)).normal.evidence[0]
+    capped = version(aggregator_with(**BOUNDS)).normal.evidence[0]
+    median = version(aggregator_with(rule="median", **BOUNDS)).normal.evidence[0]
     assert plain.mean == pytest.approx((90 * 1.0 + 1000 * 50.0) / 1090)
     assert capped.mean == pytest.approx((90 * 1.0 + 30 * 50.0) / 120)
     assert capped.samples == 120
@@ -73,7 +78,7 @@ def test_the_normal_model_caps_the_flooding_device_and_the_median_ignores_it():
 
 
 def dp_aggregator(**settings) -> FedAvgAggregator:
-    return FedAvgAggregator(every_updates=10, clip_norm=10.0, dp_noise_multiplier=1.0, dp_delta=1e-5, **settings)
+    return aggregator_with(clip_norm=10.0, dp_noise_multiplier=1.0, dp_delta=1e-5, **settings)
 
 
 def test_privacy_adds_noise_of_the_stated_size_and_replays_draw_the_same():
@@ -118,4 +123,4 @@ def test_without_privacy_no_epsilon_is_reported():
 )
 def test_wrong_settings_are_refused(settings, message):
     with pytest.raises(ValueError, match=message):
-        FedAvgAggregator(every_updates=10, **settings)
+        FederationRules(**settings)
