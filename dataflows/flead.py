@@ -23,6 +23,8 @@ Settings come from ``FLEAD_*`` environment variables (see docs/operations.md).
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -313,13 +315,15 @@ def prepare(settings: Settings) -> None:
 
 
 def earlier_global_model(settings: Settings) -> GlobalModel | None:
-    """With Kafka input, the newest global model already on its topic, for FedAvg to go on from
-    (a replay starts its loopback afresh, or resumes it with its recovery state)."""
+    """With Kafka input, the global model FedAvg goes on from: the newest on its topic, or on a
+    resume the one the recovery store's first start took (``dataflows/federation_start.py``).
+    A replay starts its loopback afresh, or resumes it with its recovery state."""
     if not settings.reads_kafka:
         return None
+    from dataflows.federation_start import federation_start, recovery_directory
     from dataflows.kafka_admin import newest_global_model
 
-    return newest_global_model(settings.kafka)
+    return federation_start(recovery_directory(sys.argv[1:], os.environ), lambda: newest_global_model(settings.kafka))
 
 
 def prepared_flow(settings: Settings) -> Dataflow:
