@@ -224,10 +224,11 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "FLEAD_CLIP_MULTIPLE",
-        "0",
+        "1",
         _non_negative_float,
         "Without `FLEAD_CLIP_NORM`: clip a change to this multiple of the median norm of the last 1,000 "
-        "devices' changes (0 = no clipping; off by default: it costs clean runs, docs/detection-quality.md).",
+        "devices' changes (0 = no clipping; the label-trained logistic model pays for it, "
+        "docs/detection-quality.md).",
     ),
     Setting(
         "FLEAD_DP_NOISE_MULTIPLIER",

@@ -36,11 +36,20 @@ def test_a_private_replay_reports_epsilon_per_version_and_the_bounds_it_applied(
     assert summary["updates_clipped"] == sum(model["clipped_devices"] for model in models) > 0
 
 
-def test_the_default_run_reports_no_epsilon(nab_sample, tmp_path):
-    run_main(build_flow(settings_for(nab_sample, tmp_path)))
+def test_the_default_run_clips_changes_and_reports_no_epsilon(nab_sample, tmp_path):
+    settings = settings_for(nab_sample, tmp_path)
+    assert (settings.federation.rule, settings.federation.cap_multiple, settings.federation.clip_multiple) == (
+        "fedavg",
+        3.0,
+        1.0,
+    )
+    run_main(build_flow(settings))
     summary = orjson.loads((tmp_path / "summary.json").read_bytes())
+    models = read_rows(tmp_path / "federated_models.jsonl")
     assert summary["dp_epsilon"] is None
-    assert all(row["dp_epsilon"] is None for row in read_rows(tmp_path / "federated_models.jsonl"))
+    assert all(row["dp_epsilon"] is None for row in models)
+    # Clipped to 1 × the median norm of recent changes: the changes above it are counted.
+    assert summary["updates_clipped"] == sum(model["clipped_devices"] for model in models) > 0
 
 
 @pytest.mark.parametrize(
