@@ -63,8 +63,9 @@ def store_identity(directory: Path) -> list[list[object]]:
 
 def federation_start(directory: Path | None, newest_on_topic: Callable[[], GlobalModel | None]) -> GlobalModel | None:
     """The global model to go on from: ``newest_on_topic()`` without a recovery store or on the
-    store's first start (then kept in its :data:`START_FILE`), the kept one on a resume."""
-    if directory is None:
+    store's first start (then kept in its :data:`START_FILE`), the kept one on a resume. A
+    directory that is not there is left to Bytewax, which stops with its own message."""
+    if directory is None or not directory.is_dir():
         return newest_on_topic()
     identity = store_identity(directory)
     kept = directory / START_FILE

@@ -34,11 +34,13 @@ class Topic:
         return self.newest
 
 
-def test_without_a_recovery_store_the_topics_newest_is_taken_each_time():
+def test_without_a_recovery_store_the_topics_newest_is_taken_each_time(tmp_path):
     topic = Topic(model(4))
     assert federation_start(None, topic).version == 4
     topic.newest = model(9)
     assert federation_start(None, topic).version == 9
+    assert federation_start(tmp_path / "not made yet", topic).version == 9  # Bytewax then names it
+    assert not (tmp_path / "not made yet").exists()
 
 
 def test_a_resume_goes_on_from_the_first_starts_model_not_the_topics_newest(tmp_path):
