@@ -60,7 +60,7 @@ class _TelemetryPartition(StatefulSourcePartition[TelemetryItem, int]):
         if self._at_end or stopping.requested():
             raise StopIteration
         items: list[TelemetryItem] = []
-        read = 0
+        read = size = 0
         now = time.time()
         for message in self._consumer.consume(self._batch_size, 0.001):
             error = message.error()
@@ -78,6 +78,7 @@ class _TelemetryPartition(StatefulSourcePartition[TelemetryItem, int]):
             if value is None:
                 items.append(Rejection("empty_message", "", f"{self._source}:{offset}", now))
                 continue
+            size += len(value)
             produced = message.timestamp()[1]
             ingested_at = produced / 1000.0 if produced > 0 else now
             device_id = peek_device_id(value)
@@ -91,7 +92,7 @@ class _TelemetryPartition(StatefulSourcePartition[TelemetryItem, int]):
                 record.ingested_at = ingested_at
             items.append(record)
         if read:
-            items.append(SourceProgress(read))
+            items.append(SourceProgress(read, size))
         return items
 
     def _oldest_left(self, offset: int, timeout: float) -> int:

@@ -44,6 +44,16 @@ CSV_SUFFIX = ".csv"
 Record = Telemetry | Rejection | RawMessage
 
 
+class BytesRead:
+    """The bytes of the rows read so far: a JSON line with its line end, a CSV row as its
+    cells' characters and the separators between them (its bytes, for ASCII)."""
+
+    __slots__ = ("total",)
+
+    def __init__(self) -> None:
+        self.total = 0
+
+
 def replay_files(path: Path) -> list[Path]:
     """The files a replay of ``path`` reads, in a stable order."""
     if path.is_file():
@@ -54,17 +64,21 @@ def replay_files(path: Path) -> list[Path]:
     return files
 
 
-def read_replay(path: Path, limits: MessageLimits, undecoded: bool = False) -> Iterator[Record]:
+def read_replay(
+    path: Path, limits: MessageLimits, undecoded: bool = False, tally: BytesRead | None = None
+) -> Iterator[Record]:
     """Every row of every file under ``path``, valid or rejected, merged in timestamp order.
 
     With ``undecoded``, the lines of a single JSON Lines file come as :class:`RawMessage`
-    where their device id can be read without decoding them.
+    where their device id can be read without decoding them. ``tally`` counts the rows' bytes
+    as they are read (a merge reads one row ahead in each file).
     """
     files = replay_files(path)
     root = path if path.is_dir() else path.parent
+    tally = tally or BytesRead()
     if len(files) == 1:
-        return _read_file(files[0], root, limits, single=path.is_file(), decode=not undecoded)
-    streams = [_timed(_read_file(file, root, limits, single=path.is_file(), decode=True)) for file in files]
+        return _read_file(files[0], root, limits, single=path.is_file(), decode=not undecoded, tally=tally)
+    streams = [_timed(_read_file(file, root, limits, path.is_file(), True, tally)) for file in files]
     return (record for _, record in heapq.merge(*streams, key=lambda pair: pair[0]))
 
 
@@ -77,17 +91,19 @@ def _timed(records: Iterator[Record]) -> Iterator[tuple[float, Record]]:
         yield last, record
 
 
-def _read_file(file: Path, root: Path, limits: MessageLimits, single: bool, decode: bool) -> Iterator[Record]:
+def _read_file(
+    file: Path, root: Path, limits: MessageLimits, single: bool, decode: bool, tally: BytesRead
+) -> Iterator[Record]:
     if file.suffix.lower() == CSV_SUFFIX:
         device_id = file.stem if single else file.relative_to(root).with_suffix("").as_posix()
-        return _read_csv(file, device_id, limits)
-    return _read_json_lines(file, limits, decode)
+        return _read_csv(file, device_id, limits, tally)
+    return _read_json_lines(file, limits, decode, tally)
 
 
 READ_CHUNK_BYTES = 1 << 16
 
 
-def _read_json_lines(file: Path, limits: MessageLimits, decode: bool) -> Iterator[Record]:
+def _read_json_lines(file: Path, limits: MessageLimits, decode: bool, tally: BytesRead) -> Iterator[Record]:
     """Each line decoded, or (``decode=False``) undecoded when its device id can be read plainly.
 
     Lines are read 64 KiB at a time; an undecoded line is stamped with the time its chunk
@@ -99,6 +115,7 @@ def _read_json_lines(file: Path, limits: MessageLimits, decode: bool) -> Iterato
     with file.open("rb") as lines:
         while chunk := lines.readlines(READ_CHUNK_BYTES):
             read_at = time.time()
+            tally.total += sum(map(len, chunk))
             for line in chunk:
                 line_number += 1
                 if line.isspace():
@@ -120,7 +137,7 @@ CSV_FIELD_LIMIT = (1 << 31) - 1
 rows are measured against ``FLEAD_MAX_MESSAGE_BYTES`` instead, as messages are."""
 
 
-def _read_csv(file: Path, default_device_id: str, limits: MessageLimits) -> Iterator[Record]:
+def _read_csv(file: Path, default_device_id: str, limits: MessageLimits, tally: BytesRead) -> Iterator[Record]:
     source = f"file:{file}"
     if csv.field_size_limit() < CSV_FIELD_LIMIT:
         csv.field_size_limit(CSV_FIELD_LIMIT)
@@ -142,6 +159,7 @@ def _read_csv(file: Path, default_device_id: str, limits: MessageLimits) -> Iter
                 continue
             if row is None:
                 return
+            tally.total += sum(map(len, row)) + len(row)
             if not row:
                 continue
             try:

@@ -17,7 +17,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from dataflows import stopping
 from dataflows.loopback import LoopbackReader
-from dataflows.replay_files import Record, read_replay
+from dataflows.replay_files import BytesRead, Record, read_replay
 from dataflows.thread_state import hold_thread_state
 from operators.fedavg import GlobalModel
 from operators.messages import MessageLimits
@@ -46,10 +46,12 @@ class _ReplayPartition(StatefulSourcePartition[ReplayItem, ReplayPosition]):
             on_fresh_start()
         rows_done, loopback_offset, self._shards_closed = resume if resume is not None else (0, None, 0)
         self._shard_keys = shard_keys
-        self._records = read_replay(path, limits, undecoded=True)
+        self._bytes = BytesRead()
+        self._records = read_replay(path, limits, undecoded=True, tally=self._bytes)
         if rows_done:
             print(f"flead: resuming the replay of {path} after row {rows_done:,}", flush=True)
             next(islice(self._records, rows_done - 1, rows_done), None)
+        self._bytes_reported = self._bytes.total
         self._rows_done = rows_done
         self._batch_size = batch_size
         self._loopback = LoopbackReader(loopback, loopback_offset)
@@ -61,7 +63,8 @@ class _ReplayPartition(StatefulSourcePartition[ReplayItem, ReplayPosition]):
         rows = list(islice(self._records, self._batch_size))
         if rows:
             self._rows_done += len(rows)
-            return [*models, *rows, SourceProgress(len(rows))]
+            read, self._bytes_reported = self._bytes.total - self._bytes_reported, self._bytes.total
+            return [*models, *rows, SourceProgress(len(rows), read)]
         if self._shards_closed < len(self._shard_keys):
             key = self._shard_keys[self._shards_closed]
             self._shards_closed += 1

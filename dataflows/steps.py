@@ -244,7 +244,7 @@ class SummaryLogic(StatefulBatchLogic[SummaryInput, tuple[str, Any], Snapshot]):
                     collector.add_evaluation(item)
             elif isinstance(item, SourceProgress):
                 totals.add_read(item)
-                metrics.count_read(item.rows_read)
+                metrics.count_read(item)
             elif isinstance(item, Rejection):
                 totals.add_rejection(item.reason)
                 metrics.count_rejected(item.reason)

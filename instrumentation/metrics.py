@@ -22,6 +22,7 @@ from operators.alerts import HELD_BACK_REASONS
 from operators.evaluation import ConfusionCounts
 from operators.fedavg import GlobalModel
 from operators.messages import REJECTION_REASONS
+from operators.run_totals import SourceProgress
 from operators.shard import ShardCounters
 
 EVENTS = Counter("flead_events", "Telemetry rows by outcome", ["outcome"])
@@ -114,7 +115,8 @@ ALERTS_RETRIES = Counter("flead_alerts_retries", "Webhook deliveries tried again
 EDGE_UPDATES = Counter("flead_edge_updates", "Edge clients' local updates that passed the checks into FedAvg")
 BANDWIDTH = Counter(
     "flead_bandwidth_bytes",
-    "Edge client: bytes of the readings behind its updates (kind=readings), and bytes it sent (updates, anomalies)",
+    "Bytes of readings (the dataflow: read; an edge client: behind the updates it sent), of local updates as edge "
+    "clients' messages (the dataflow: made; an edge client: sent) and of anomalies an edge client sent",
     ["kind"],
 )
 for _kind in ("readings", "updates", "anomalies"):
@@ -147,8 +149,9 @@ _REJECTED = EVENTS.labels("rejected")
 _EVALUATION = {name: LIVE_EVALUATION.labels(name) for name in ("precision", "recall", "f1")}
 
 
-def count_read(rows: int) -> None:
-    _READ.inc(rows)
+def count_read(progress: SourceProgress) -> None:
+    _READ.inc(progress.rows_read)
+    BANDWIDTH.labels("readings").inc(progress.bytes_read)
 
 
 def count_rejected(reason: str) -> None:
@@ -160,6 +163,7 @@ def count_shard(counters: ShardCounters) -> None:
     _PROCESSED.inc(counters.processed)
     if counters.local_updates:
         LOCAL_UPDATES.inc(counters.local_updates)
+        BANDWIDTH.labels("updates").inc(counters.update_bytes)
     for severity, n in counters.anomalies.items():
         ANOMALIES.labels(severity).inc(n)
 
@@ -187,7 +191,7 @@ def count_edge_updates(n: int) -> None:
 
 
 def count_bandwidth(kind: str, n: int) -> None:
-    """``kind``: ``readings`` (behind the updates sent), ``updates`` or ``anomalies`` (sent)."""
+    """An edge client's bytes. ``kind``: ``readings`` (behind the updates sent), ``updates`` or ``anomalies`` (sent)."""
     BANDWIDTH.labels(kind).inc(n)
 
 

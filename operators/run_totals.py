@@ -12,9 +12,12 @@ from operators.shard import DECIDERS, ShardCounters
 
 @dataclass(slots=True)
 class SourceProgress:
-    """Rows an input has read since its last report (valid or not)."""
+    """Rows an input has read since its last report (valid or not), and their bytes."""
 
     rows_read: int
+    bytes_read: int = 0
+    """The messages' bytes: Kafka message values, JSON lines with their line ends, CSV rows as
+    their characters and separators."""
 
 
 @dataclass
@@ -22,11 +25,14 @@ class RunTotals:
     """Counts that add up across shards and batches; ``summary()`` is what ``summary.json`` holds."""
 
     rows_read: int = 0
+    bytes_read: int = 0
     rows_processed: int = 0
     rows_rejected: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     anomalies: dict[str, int] = field(default_factory=dict)
     local_updates: int = 0
+    update_bytes: int = 0
+    """The local updates as an edge client sends them (:func:`operators.update_validation.edge_update_message`)."""
     global_versions: int = 0
     last_global_accuracy: float | None = None
     updates_capped: int = 0
@@ -42,6 +48,7 @@ class RunTotals:
 
     def add_read(self, progress: SourceProgress) -> None:
         self.rows_read += progress.rows_read
+        self.bytes_read += progress.bytes_read
 
     def add_rejection(self, reason: str) -> None:
         self.rows_rejected += 1
@@ -50,6 +57,7 @@ class RunTotals:
     def add_counters(self, counters: ShardCounters) -> None:
         self.rows_processed += counters.processed
         self.local_updates += counters.local_updates
+        self.update_bytes += counters.update_bytes
         for severity, n in counters.anomalies.items():
             self.anomalies[severity] = self.anomalies.get(severity, 0) + n
         for name, counts in counters.detection.items():
@@ -83,6 +91,11 @@ class RunTotals:
             "rows_unaccounted": self.rows_read - self.rows_processed - self.rows_rejected,
             "anomalies": dict(sorted(self.anomalies.items())),
             "local_updates": self.local_updates,
+            "bandwidth": {
+                "reading_bytes": self.bytes_read,
+                "update_bytes": self.update_bytes,
+                "update_share": round(self.update_bytes / self.bytes_read, 4) if self.bytes_read else None,
+            },
             "global_versions": self.global_versions,
             "last_global_accuracy": self.last_global_accuracy,
             "updates_capped": self.updates_capped,

@@ -18,6 +18,7 @@ from operators.evaluation import FINISHED, ConfusionCounts
 from operators.fedavg import GlobalModel, LocalUpdate
 from operators.messages import MessageLimits, RawMessage, Rejection, Telemetry, decode_raw, excerpt, iso_timestamp
 from operators.report_sampling import capacity_per_device, is_kept
+from operators.update_validation import edge_update_message
 
 DECIDERS = ("z_rule", "local_model", "global_model", "is_anomaly")
 """The decisions whose quality against labels the run reports, side by side."""
@@ -46,6 +47,9 @@ class ShardCounters:
     processed: int = 0
     anomalies: dict[str, int] = field(default_factory=dict)
     local_updates: int = 0
+    update_bytes: int = 0
+    """The local updates' bytes as edge clients' messages: what the devices would send if they
+    trained where they are, against the readings they send now."""
     detection: dict[str, ConfusionCounts] = field(default_factory=dict)
     closed_evaluations: dict[int, ConfusionCounts] = field(default_factory=dict)
     """The final live-evaluation counts of each global version the shards held and moved past
@@ -67,6 +71,7 @@ class ShardCounters:
     def merge(self, other: ShardCounters) -> None:
         self.processed += other.processed
         self.local_updates += other.local_updates
+        self.update_bytes += other.update_bytes
         for severity, n in other.anomalies.items():
             self.anomalies[severity] = self.anomalies.get(severity, 0) + n
         for name, counts in other.detection.items():
@@ -87,6 +92,13 @@ def _beyond_the_device_limit(reading: Telemetry, raw: RawMessage | None, max_dev
         return Rejection("device_limit", excerpt(raw.raw), f"{raw.source}:{raw.position}", time.time(), detail)
     message = {"device_id": reading.device_id, "timestamp": iso_timestamp(reading.timestamp), "data": reading.values}
     return Rejection("device_limit", excerpt(orjson.dumps(message)), "device-stage", time.time(), detail)
+
+
+def count_updates(counters: ShardCounters, updates: list[LocalUpdate]) -> ShardCounters:
+    """``counters`` with ``updates`` counted, and their bytes as edge clients' messages."""
+    counters.local_updates = len(updates)
+    counters.update_bytes = sum(len(edge_update_message(update)) for update in updates)
+    return counters
 
 
 def combined_counters(counters: Iterable[ShardCounters]) -> ShardCounters:
@@ -199,7 +211,7 @@ class ShardState:
         if idle_seconds and clock >= self.next_idle_sweep:
             updates.extend(self._drop_idle_devices(clock - idle_seconds, counters))
             self.next_idle_sweep = clock + idle_seconds / 2
-        counters.local_updates = len(updates)
+        count_updates(counters, updates)
         return result
 
     def _drop_idle_devices(self, silent_since: float, counters: ShardCounters) -> list[LocalUpdate]:
@@ -242,12 +254,12 @@ class ShardState:
             and now - device.last_seen >= idle_seconds
             and (update := device.close_round()) is not None
         ]
-        return ShardResult(updates=updates, counters=ShardCounters(local_updates=len(updates)))
+        return ShardResult(updates=updates, counters=count_updates(ShardCounters(), updates))
 
     def close_rounds(self) -> ShardResult:
         """Close every partial round: the input has ended for these devices."""
         updates = [update for device in self.devices.values() if (update := device.close_round()) is not None]
-        return ShardResult(updates=updates, counters=ShardCounters(local_updates=len(updates)))
+        return ShardResult(updates=updates, counters=count_updates(ShardCounters(), updates))
 
     def finish(self) -> ShardResult:
         """At the end of a bounded input: close the partial rounds still open and the evaluation."""

@@ -29,6 +29,20 @@ def test_nothing_disappears(run):
     assert summary["rows_unaccounted"] == 0
 
 
+def test_the_summary_weighs_the_updates_against_the_readings_bytes(run, nab_sample):
+    """The readings' bytes are the CSV rows' (their line ends counted as one byte); the updates'
+    are edge clients' messages, about 900 bytes each here."""
+    _, summary = run
+    expected = 0
+    for file in nab_sample.rglob("*.csv"):
+        data = file.read_bytes().split(b"\n", 1)[1]
+        expected += len(data) - data.count(b"\r\n")
+    bandwidth = summary["bandwidth"]
+    assert bandwidth["reading_bytes"] == expected
+    assert 700 * summary["local_updates"] < bandwidth["update_bytes"] < 1100 * summary["local_updates"]
+    assert bandwidth["update_share"] == round(bandwidth["update_bytes"] / expected, 4)
+
+
 def test_rejected_rows_are_dead_letters_with_a_reason(run):
     out, _ = run
     letters = read_rows(out / "dead_letters.jsonl")

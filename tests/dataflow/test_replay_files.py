@@ -2,7 +2,7 @@ from pathlib import Path
 
 import orjson
 
-from dataflows.replay_files import read_replay
+from dataflows.replay_files import BytesRead, read_replay
 from operators.messages import MessageLimits, Rejection, Telemetry
 
 LIMITS = MessageLimits()
@@ -24,6 +24,22 @@ def test_a_directory_of_device_csvs_is_merged_in_time_order(tmp_path):
         ("plant/a", 2.0, 1),
         ("b", 4.0, None),
     ]
+
+
+def test_the_rows_bytes_are_counted_as_they_are_read(tmp_path):
+    """A JSON line with its line end, blank and rejected ones too; a CSV row as its text and line end."""
+    lines = b'{"device_id":"a","timestamp":"2024-01-01T00:00:00Z","data":{"t":1}}\n\nnot json\n'
+    (tmp_path / "j").mkdir()
+    (tmp_path / "j" / "in.jsonl").write_bytes(lines)
+    tally = BytesRead()
+    assert len(list(read_replay(tmp_path / "j" / "in.jsonl", LIMITS, tally=tally))) == 2
+    assert tally.total == len(lines)
+    rows = "2024-01-01 00:00:00,1,0\n2024-01-01 00:10:00,oops,1\n"
+    write(tmp_path / "c" / "a.csv", "timestamp,value,label\n" + rows)
+    write(tmp_path / "c" / "b.csv", "timestamp,value\n2024-01-01 00:05:00,3\n")
+    tally = BytesRead()
+    assert len(list(read_replay(tmp_path / "c", LIMITS, tally=tally))) == 3
+    assert tally.total == len(rows) + len("2024-01-01 00:05:00,3\n")
 
 
 def test_the_label_column_is_never_a_field(tmp_path):

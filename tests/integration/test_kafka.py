@@ -226,6 +226,8 @@ def test_four_partitions_are_read_by_two_workers(kafka, nab_sample, replay_refer
     # the producer skipped the 3 invalid rows: the dataflow reads 3 rows fewer and rejects none
     assert (summary["rows_read"], summary["rows_rejected"]) == (9946, 0)
     assert comparable(summary) == comparable(reference) | {"rows_read": reference["rows_read"] - 3, "rows_rejected": 0}
+    sent = sum(len(message.value()) for message in consume(kafka.bootstrap, telemetry))
+    assert summary["bandwidth"]["reading_bytes"] == sent == metrics['flead_bandwidth_bytes_total{kind="readings"}']
     items = items_per_worker(metrics, "flead.telemetry")
     assert sorted(items) == [0, 1] and min(items.values()) > 0, f"items each worker's input emitted: {items}"
     assert sum(items.values()) >= summary["rows_read"]  # the last scrape came after the whole topic was read

@@ -9,6 +9,7 @@ from operators.local_model import ModelParameters
 from operators.messages import RawMessage, Telemetry
 from operators.shard import DeviceLimits, ShardState, combined_counters
 from operators.sharding import ShardBatch, newest_to_every_shard, route_by_shard, shard_keys, shard_of
+from operators.update_validation import edge_update_message
 
 SETTINGS = DetectionSettings(window=20, short_window=5, warmup=5, round_rows=5, round_seconds=0)
 
@@ -31,6 +32,15 @@ def test_a_batch_reports_its_counts():
     assert result.counters.processed == 15
     assert result.counters.local_updates == len(result.updates) == 2
     assert result.counters.detection["z_rule"].n == 15
+
+
+def test_a_batch_counts_its_updates_bytes_as_edge_clients_messages():
+    shard = ShardState(SETTINGS, emit_scores=False)
+    result = shard.process(readings(12, device="a") + readings(7, device="b"))
+    assert len(result.updates) == 3
+    assert result.counters.update_bytes == sum(len(edge_update_message(u)) for u in result.updates) > 0
+    closing = shard.finish()
+    assert closing.counters.update_bytes == sum(len(edge_update_message(u)) for u in closing.updates) > 0
 
 
 def test_scores_are_kept_for_every_reading_only_when_asked():
