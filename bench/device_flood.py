@@ -33,7 +33,9 @@ def write_flood(path: Path, ids: int) -> None:
 
 def flood(path: Path, cap: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as out:
-        env = flead_env(path, Path(out), FLEAD_MAX_DEVICES_PER_SHARD=str(cap), FLEAD_REPORT_POINTS="0")
+        env = flead_env(
+            path, Path(out), FLEAD_SHARDS="64", FLEAD_MAX_DEVICES_PER_SHARD=str(cap), FLEAD_REPORT_POINTS="0"
+        )
         seconds, rss = run_measured([sys.executable, "-m", "bytewax.run", "dataflows.flead"], env)
         summary = orjson.loads((Path(out) / "summary.json").read_bytes())
     refused = summary["rejected_by_reason"].get("device_limit", 0)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
-SNAPSHOT_FORMAT = 7
+SNAPSHOT_FORMAT = 8
 """The shape of the stateful steps' states. Raise it whenever one of their classes changes its
 fields (1: the builds before snapshots were tagged; 2: before the calibrated score's state;
 3: before the run report's state; 4: before shards dropped idle devices; 5: before FedAvg's
-robust rules, bounds and privacy accountant; 6: before FedAvg held its rules as one object)."""
+robust rules, bounds and privacy accountant; 6: before FedAvg held its rules as one object;
+7: before a shard kept its devices as arrays)."""
 
 StoredSnapshot = tuple[int, bytes]
 """What a builder gets back from a recovery store: the format, and the state's pickle."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from operators.messages import iso_timestamp
 
 
@@ -42,6 +44,18 @@ class ConfusionCounts:
             self.first_timestamp = timestamp
         if self.last_timestamp is None or timestamp > self.last_timestamp:
             self.last_timestamp = timestamp
+
+    def add_many(self, predicted: np.ndarray, actual: np.ndarray, timestamps: np.ndarray | None = None) -> None:
+        """:meth:`add` for each pair of decision and label (and timestamp, if given)."""
+        if not len(actual):
+            return
+        predicted, actual = predicted.astype(bool), actual.astype(bool)
+        self.tp += int(np.count_nonzero(predicted & actual))
+        self.fp += int(np.count_nonzero(predicted & ~actual))
+        self.fn += int(np.count_nonzero(~predicted & actual))
+        self.tn += int(np.count_nonzero(~predicted & ~actual))
+        if timestamps is not None:
+            self.merge(ConfusionCounts(first_timestamp=float(timestamps.min()), last_timestamp=float(timestamps.max())))
 
     def merge(self, other: ConfusionCounts) -> None:
         self.tp += other.tp

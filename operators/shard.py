@@ -11,14 +11,21 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
 import orjson
 
-from operators.device import MODEL_THRESHOLD, Detection, DetectionSettings, DeviceState
+from operators.device import MODEL_THRESHOLD, Detection, DetectionSettings
+from operators.device_arrays import DeviceArrays, Step
 from operators.evaluation import FINISHED, ConfusionCounts
 from operators.fedavg import GlobalModel, LocalUpdate
 from operators.messages import MessageLimits, RawMessage, Rejection, Telemetry, decode_raw, excerpt, iso_timestamp
 from operators.report_sampling import capacity_per_device, is_kept
 from operators.update_validation import edge_update_message
+
+ARRAY_STEP_DEVICES = 8
+"""A step runs as arrays when at least this many devices have a reading in it; the readings
+left when fewer have (one busy device, say) go through each device's ``DeviceState`` one by
+one, which costs less than a step of arrays for so few."""
 
 DECIDERS = ("z_rule", "local_model", "global_model", "is_anomaly")
 """The decisions whose quality against labels the run reports, side by side."""
@@ -36,7 +43,7 @@ class DeviceLimits:
     """
 
     idle_seconds: float = 30 * 86_400.0
-    max_devices: int = 20_000
+    max_devices: int = 320_000
 
 
 @dataclass(slots=True)
@@ -128,7 +135,13 @@ class ShardResult:
 
 
 class ShardState:
-    """The devices of one shard, the newest global model it has, and live-evaluation counts."""
+    """The devices of one shard, the newest global model it has, and live-evaluation counts.
+
+    The devices' state is one :class:`DeviceArrays`; a batch's readings go through it in
+    steps, each step the next reading of every device that has one, so a device's readings
+    keep their order and a step's arithmetic is done for all its devices at once. A global
+    model in the batch ends the steps before it: the readings after it are scored with it.
+    """
 
     def __init__(
         self,
@@ -147,7 +160,9 @@ class ShardState:
         self.clock = 0.0
         """The newest event time among the shard's readings."""
         self.next_idle_sweep = 0.0
-        self.devices: dict[str, DeviceState] = {}
+        self.arrays = DeviceArrays(settings)
+        self.devices: dict[str, int] = {}
+        """Each live device's row in :attr:`arrays`, in the order they came."""
         self.global_model: GlobalModel | None = None
         self.evaluation = ConfusionCounts()
 
@@ -155,21 +170,25 @@ class ShardState:
     def global_version(self) -> int:
         return self.global_model.version if self.global_model is not None else 0
 
+    def readings_of(self, device_id: str) -> int:
+        """How many readings of a live device the shard has scored."""
+        return int(self.arrays.readings[self.devices[device_id]])
+
     def process(self, batch: list[Telemetry | RawMessage | GlobalModel], now: float = 0.0) -> ShardResult:
         """Readings (decoded or not) and global models in arrival order; ``now`` (wall time)
         marks the devices seen."""
         counters = ShardCounters(detection={name: ConfusionCounts() for name in DECIDERS})
         result = ShardResult(counters=counters)
-        detections, updates = result.detections, result.updates
-        settings = self.settings
-        z_warning = settings.z_warning
-        detection_counts = counters.detection
         limits = self.limits
-        emit_all = self.emit_scores
-        report_capacity = capacity_per_device(self.report_points, len(self.devices)) if self.report_points else 0
         max_devices = self.device_limits.max_devices
+        report_capacity = capacity_per_device(self.report_points, len(self.devices)) if self.report_points else 0
         clock = self.clock
-        for item in batch:
+        devices = self.devices
+        found: list[tuple[int, Detection]] = []
+        closed: list[tuple[int, LocalUpdate]] = []
+        segment: list[tuple[int, int, Telemetry]] = []
+        """The readings since the last global model: (place in the batch, device row, reading)."""
+        for place, item in enumerate(batch):
             raw = None
             if type(item) is RawMessage:
                 raw, item = item, decode_raw(item, limits)
@@ -177,55 +196,160 @@ class ShardState:
                     result.rejections.append(item)
                     continue
             elif isinstance(item, GlobalModel):
+                self._observe(segment, now, report_capacity, counters, found, closed)
+                segment = []
                 self.receive_global(item, counters)
                 continue
-            device = self.devices.get(item.device_id)
-            if device is None:
-                if max_devices and len(self.devices) >= max_devices:
+            row = devices.get(item.device_id)
+            if row is None:
+                if max_devices and len(devices) >= max_devices:
                     result.rejections.append(_beyond_the_device_limit(item, raw, max_devices))
                     continue
-                device = self.devices[item.device_id] = DeviceState(item.device_id, settings)
+                row = devices[item.device_id] = self.arrays.add(item.device_id)
             if item.timestamp > clock:
                 clock = item.timestamp
-            device.last_seen = now
-            detection, update = device.observe(item, settings, self.global_model)
-            counters.processed += 1
-            if detection.is_anomaly:
-                counters.anomalies[detection.severity] = counters.anomalies.get(detection.severity, 0) + 1
-                detections.append(detection)
-            elif emit_all or (report_capacity and is_kept(detection.reading_index, report_capacity)):
-                detections.append(detection)
-            if update is not None:
-                updates.append(update)
-            label = item.label
-            if label is not None:
-                detection_counts["z_rule"].add(abs(detection.z_score) >= z_warning, label)
-                detection_counts["local_model"].add(detection.model_score > MODEL_THRESHOLD, label)
-                detection_counts["is_anomaly"].add(detection.is_anomaly, label)
-                if detection.global_score is not None:
-                    global_positive = detection.global_score > MODEL_THRESHOLD
-                    detection_counts["global_model"].add(global_positive, label)
-                    self.evaluation.add(global_positive, label, item.timestamp)
+            segment.append((place, row, item))
+        self._observe(segment, now, report_capacity, counters, found, closed)
+        found.sort(key=lambda pair: pair[0])
+        closed.sort(key=lambda pair: pair[0])
+        result.detections = [detection for _, detection in found]
+        result.updates = [update for _, update in closed]
         self.clock = clock
         idle_seconds = self.device_limits.idle_seconds
         if idle_seconds and clock >= self.next_idle_sweep:
-            updates.extend(self._drop_idle_devices(clock - idle_seconds, counters))
+            result.updates.extend(self._drop_idle_devices(clock - idle_seconds, counters))
             self.next_idle_sweep = clock + idle_seconds / 2
-        count_updates(counters, updates)
+        count_updates(counters, result.updates)
         return result
+
+    def _observe(
+        self,
+        segment: list[tuple[int, int, Telemetry]],
+        now: float,
+        report_capacity: int,
+        counters: ShardCounters,
+        found: list[tuple[int, Detection]],
+        closed: list[tuple[int, LocalUpdate]],
+    ) -> None:
+        """Score a segment's readings in steps; what they found goes into ``found`` and
+        ``closed`` with each reading's place in the batch."""
+        if not segment:
+            return
+        queues: dict[int, list[tuple[int, int, Telemetry]]] = {}
+        for entry in segment:
+            queue = queues.get(entry[1])
+            if queue is None:
+                queues[entry[1]] = [entry]
+            else:
+                queue.append(entry)
+        ordered = sorted(queues.values(), key=len, reverse=True)
+        self.arrays.last_seen[list(queues)] = now
+        depth = 0
+        while depth < len(ordered[0]) and sum(len(queue) > depth for queue in ordered) >= ARRAY_STEP_DEVICES:
+            taken = [queue[depth] for queue in ordered if len(queue) > depth]
+            step = self.arrays.observe(
+                [reading for _, _, reading in taken],
+                np.fromiter((row for _, row, _ in taken), np.int64, len(taken)),
+                self.global_model,
+            )
+            self._collect_step(step, [place for place, _, _ in taken], report_capacity, counters, found, closed)
+            depth += 1
+        for queue in ordered:
+            if len(queue) <= depth:
+                break
+            row = queue[0][1]
+            device = self.arrays.device(row)
+            for place, _, reading in queue[depth:]:
+                detection, update = device.observe(reading, self.settings, self.global_model)
+                self._collect_one(place, detection, report_capacity, counters, found)
+                if update is not None:
+                    closed.append((place, update))
+            self.arrays.store(row, device)
+
+    def _collect_step(
+        self,
+        step: Step,
+        places: list[int],
+        report_capacity: int,
+        counters: ShardCounters,
+        found: list[tuple[int, Detection]],
+        closed: list[tuple[int, LocalUpdate]],
+    ) -> None:
+        counters.processed += len(places)
+        flagged = step.is_anomaly
+        if self.emit_scores:
+            emitted = range(len(places))
+        else:
+            wanted = flagged
+            if report_capacity:
+                kept = [is_kept(index, report_capacity) for index in step.reading_index.tolist()]
+                wanted = wanted | np.array(kept, dtype=bool)
+            emitted = np.flatnonzero(wanted).tolist()
+        found.extend(zip([places[i] for i in emitted], step.detections(list(emitted)), strict=True))
+        if flagged.any():
+            for severity, n in zip(*np.unique(step.severity[flagged], return_counts=True), strict=True):
+                name = _SEVERITY_NAMES[severity]
+                counters.anomalies[name] = counters.anomalies.get(name, 0) + int(n)
+        closed.extend((places[i], update) for i, update in step.updates if update is not None)
+        self._count_decisions(step, counters)
+
+    def _collect_one(
+        self, place: int, detection: Detection, report_capacity: int, counters: ShardCounters, found: list
+    ) -> None:
+        """What :meth:`_collect_step` does for a step, for one reading scored by its ``DeviceState``."""
+        counters.processed += 1
+        if detection.is_anomaly:
+            counters.anomalies[detection.severity] = counters.anomalies.get(detection.severity, 0) + 1
+            found.append((place, detection))
+        elif self.emit_scores or (report_capacity and is_kept(detection.reading_index, report_capacity)):
+            found.append((place, detection))
+        label = detection.reading.label
+        if label is not None:
+            detection_counts = counters.detection
+            detection_counts["z_rule"].add(abs(detection.z_score) >= self.settings.z_warning, label)
+            detection_counts["local_model"].add(detection.model_score > MODEL_THRESHOLD, label)
+            detection_counts["is_anomaly"].add(detection.is_anomaly, label)
+            if detection.global_score is not None:
+                global_positive = detection.global_score > MODEL_THRESHOLD
+                detection_counts["global_model"].add(global_positive, label)
+                self.evaluation.add(global_positive, label, detection.reading.timestamp)
+
+    def _count_decisions(self, step: Step, counters: ShardCounters) -> None:
+        """Each decider's decisions on the labelled readings, and the live evaluation of the global model."""
+        labels = np.fromiter((-1 if r.label is None else r.label for r in step.readings), np.int64, len(step.readings))
+        labelled = labels >= 0
+        if not labelled.any():
+            return
+        actual = labels[labelled]
+        detection = counters.detection
+        detection["z_rule"].add_many(np.abs(step.top_z[labelled]) >= self.settings.z_warning, actual)
+        detection["local_model"].add_many(step.model_score[labelled] > MODEL_THRESHOLD, actual)
+        detection["is_anomaly"].add_many(step.is_anomaly[labelled], actual)
+        scored = labelled & ~np.isnan(step.global_score)
+        if scored.any():
+            positive = step.global_score[scored] > MODEL_THRESHOLD
+            detection["global_model"].add_many(positive, labels[scored])
+            timestamps = np.fromiter((r.timestamp for r in step.readings), np.float64, len(step.readings))
+            self.evaluation.add_many(positive, labels[scored], timestamps[scored])
+
+    def _close(self, rows: list[int]) -> list[LocalUpdate]:
+        return [update for row in rows if (update := self.arrays.close_round(row)) is not None]
 
     def _drop_idle_devices(self, silent_since: float, counters: ShardCounters) -> list[LocalUpdate]:
         """Drop the devices whose newest reading is older than ``silent_since`` (event time),
         closing their partial rounds; returns those rounds' updates."""
-        idle = [key for key, device in self.devices.items() if device.round_last < silent_since]
-        updates = []
-        for key in idle:
-            device = self.devices.pop(key)
-            if self.report_points:
-                counters.readings_by_device[key] = device.readings
-            update = device.close_round()
-            if update is not None:
-                updates.append(update)
+        round_last = self.arrays.round_last
+        idle = [(key, row) for key, row in self.devices.items() if round_last[row] < silent_since]
+        if not idle:
+            return []
+        rows = [row for _, row in idle]
+        if self.report_points:
+            for key, row in idle:
+                counters.readings_by_device[key] = int(self.arrays.readings[row])
+        updates = self._close(rows)
+        for key, _ in idle:
+            del self.devices[key]
+        self.arrays.remove(rows)
         return updates
 
     def receive_global(self, model: GlobalModel, counters: ShardCounters) -> None:
@@ -247,25 +371,29 @@ class ShardState:
 
     def close_idle_rounds(self, now: float, idle_seconds: float) -> ShardResult:
         """Close the partial rounds of devices silent for ``idle_seconds`` of wall time."""
-        updates = [
-            update
-            for device in self.devices.values()
-            if device.round_rows
-            and now - device.last_seen >= idle_seconds
-            and (update := device.close_round()) is not None
+        arrays = self.arrays
+        rows = [
+            row
+            for row in self.devices.values()
+            if arrays.round_rows[row] and now - arrays.last_seen[row] >= idle_seconds
         ]
+        updates = self._close(rows)
         return ShardResult(updates=updates, counters=count_updates(ShardCounters(), updates))
 
     def close_rounds(self) -> ShardResult:
         """Close every partial round: the input has ended for these devices."""
-        updates = [update for device in self.devices.values() if (update := device.close_round()) is not None]
+        updates = self._close(list(self.devices.values()))
         return ShardResult(updates=updates, counters=count_updates(ShardCounters(), updates))
 
     def finish(self) -> ShardResult:
         """At the end of a bounded input: close the partial rounds still open and the evaluation."""
         result = self.close_rounds()
         if self.report_points:
-            result.counters.readings_by_device = {key: device.readings for key, device in self.devices.items()}
+            readings = self.arrays.readings
+            result.counters.readings_by_device = {key: int(readings[row]) for key, row in self.devices.items()}
         if self.global_version:
             result.counters.move(self.global_version, FINISHED, self._close_evaluation())
         return result
+
+
+_SEVERITY_NAMES = (None, "warning", "critical")

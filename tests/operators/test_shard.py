@@ -177,7 +177,7 @@ def test_a_device_silent_past_the_idle_time_is_dropped_with_its_partial_round_cl
     assert result.counters.local_updates == 1
     assert "quiet" not in pickle.loads(pickle.dumps(shard)).devices
     shard.process(readings(1, device="quiet", start=300))
-    assert shard.devices["quiet"].readings == 1  # back, it starts afresh
+    assert shard.readings_of("quiet") == 1  # back, it starts afresh
 
 
 def test_a_device_that_reads_within_the_idle_time_is_kept():
