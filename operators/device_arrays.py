@@ -90,6 +90,8 @@ def learn(
 
 
 def _parameters_vector(parameters: ModelParameters) -> np.ndarray:
+    """The weights of :data:`FEATURE_NAMES`, in that order (0 for one a model lacks; a weight
+    of another name would multiply no feature)."""
     return np.array([parameters.weights.get(name, 0.0) for name in FEATURE_NAMES])
 
 
