@@ -45,7 +45,8 @@ from operators.rolling_stats import RollingStats
 from operators.row_arrays import Column, RowArrays
 from operators.threshold import GRID, critical_threshold, release_threshold
 
-_SEVERITIES = (None, "warning", "critical")
+SEVERITIES = (None, "warning", "critical")
+"""The severities of :attr:`Step.severity`'s codes 0, 1 and 2."""
 _GRID = np.array(GRID)
 _CLIP_GRADIENT = 1e12
 """River's ``LogisticRegression`` default ``clip_gradient``."""
@@ -108,11 +109,14 @@ class Step:
     """What :meth:`DeviceArrays.observe` decided about one reading of each of ``len(readings)`` devices."""
 
     readings: list[Telemetry]
+    timestamps: np.ndarray
+    labels: np.ndarray
+    """-1 where a reading has no label."""
     score: np.ndarray
     is_anomaly: np.ndarray
     alert: np.ndarray
     severity: np.ndarray
-    """0: none, 1: warning, 2: critical."""
+    """Codes into :data:`SEVERITIES`: 0 none, 1 warning, 2 critical."""
     top_z: np.ndarray
     top_field: np.ndarray
     threshold: float
@@ -171,7 +175,7 @@ class Step:
                     reading,
                     top_z,
                     names[top_field],
-                    _SEVERITIES[severity],
+                    SEVERITIES[severity],
                     score,
                     is_anomaly,
                     alert,
@@ -305,7 +309,8 @@ class DeviceArrays(RowArrays):
         has_long = long_std > 0.0
         with np.errstate(divide="ignore", invalid="ignore"):
             shift = np.where(has_long, gap / long_std, 0.0)
-            ratio = np.where(short_std > 0.0, np.log(short_std / long_std), -SPREAD_CAP)
+            log_ratio = np.log(short_std / long_std)
+        ratio = np.where(short_std > 0.0, log_ratio, -SPREAD_CAP)
         ratio = np.clip(ratio, -SPREAD_CAP, SPREAD_CAP)
         evidence_fields = warmed & has_long
 
@@ -385,7 +390,15 @@ class DeviceArrays(RowArrays):
         global_score = np.full(n, math.nan)
         if uses_models.any():
             features = self._features(
-                by_device, z, z - previous_z, gap, short_std, long_std, fields.count[flat_slots] > 1, counts
+                by_device,
+                z,
+                z - previous_z,
+                shift,
+                log_ratio,
+                short_std,
+                long_std,
+                fields.count[flat_slots] > 1,
+                counts,
             )
             logit = _logit(0.0, self.weights[rows], features) + self.intercept[rows]
             model_score = np.where(uses_models, sigmoid(logit), 0.5)
@@ -414,6 +427,8 @@ class DeviceArrays(RowArrays):
         ]
         return Step(
             readings,
+            timestamps,
+            labels,
             score,
             is_anomaly,
             alert,
@@ -499,16 +514,16 @@ class DeviceArrays(RowArrays):
         by_device: Any,
         z: np.ndarray,
         z_change: np.ndarray,
-        gap: np.ndarray,
+        shift: np.ndarray,
+        log_ratio: np.ndarray,
         short_std: np.ndarray,
         long_std: np.ndarray,
         moved_before: np.ndarray,
         counts: np.ndarray,
     ) -> np.ndarray:
-        """:func:`operators.features.reading_features` of each reading, in :data:`FEATURE_NAMES` order."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            shift = np.where(long_std > 0.0, gap / long_std, 0.0)
-            ratio = np.where((long_std > 0.0) & (short_std > 0.0), np.log(short_std / long_std), -FEATURE_CAP)
+        """:func:`operators.features.reading_features` of each reading, in :data:`FEATURE_NAMES` order,
+        from each field's level shift and log spread ratio as the evidence computed them."""
+        ratio = np.where((long_std > 0.0) & (short_std > 0.0), log_ratio, -FEATURE_CAP)
         abs_z = by_device(np.abs(z), 0.0)
         spread_ratio = np.maximum(by_device(ratio, -FEATURE_CAP).max(axis=1), -FEATURE_CAP)
         features = np.stack(

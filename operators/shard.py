@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 
 from operators.device import MODEL_THRESHOLD, Detection, DetectionSettings
-from operators.device_arrays import DeviceArrays, Step
+from operators.device_arrays import SEVERITIES, DeviceArrays, Step
 from operators.evaluation import FINISHED, ConfusionCounts
 from operators.fedavg import GlobalModel, LocalUpdate
 from operators.messages import MessageLimits, RawMessage, Rejection, Telemetry, decode_raw, excerpt, iso_timestamp
@@ -288,7 +288,7 @@ class ShardState:
         found.extend(zip([places[i] for i in emitted], step.detections(list(emitted)), strict=True))
         if flagged.any():
             for severity, n in zip(*np.unique(step.severity[flagged], return_counts=True), strict=True):
-                name = _SEVERITY_NAMES[severity]
+                name = SEVERITIES[severity]
                 counters.anomalies[name] = counters.anomalies.get(name, 0) + int(n)
         closed.extend((places[i], update) for i, update in step.updates if update is not None)
         self._count_decisions(step, counters)
@@ -316,7 +316,7 @@ class ShardState:
 
     def _count_decisions(self, step: Step, counters: ShardCounters) -> None:
         """Each decider's decisions on the labelled readings, and the live evaluation of the global model."""
-        labels = np.fromiter((-1 if r.label is None else r.label for r in step.readings), np.int64, len(step.readings))
+        labels = step.labels
         labelled = labels >= 0
         if not labelled.any():
             return
@@ -329,8 +329,7 @@ class ShardState:
         if scored.any():
             positive = step.global_score[scored] > MODEL_THRESHOLD
             detection["global_model"].add_many(positive, labels[scored])
-            timestamps = np.fromiter((r.timestamp for r in step.readings), np.float64, len(step.readings))
-            self.evaluation.add_many(positive, labels[scored], timestamps[scored])
+            self.evaluation.add_many(positive, labels[scored], step.timestamps[scored])
 
     def _close(self, rows: list[int]) -> list[LocalUpdate]:
         return [update for row in rows if (update := self.arrays.close_round(row)) is not None]
@@ -394,6 +393,3 @@ class ShardState:
         if self.global_version:
             result.counters.move(self.global_version, FINISHED, self._close_evaluation())
         return result
-
-
-_SEVERITY_NAMES = (None, "warning", "critical")
