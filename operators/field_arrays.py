@@ -122,6 +122,12 @@ class FieldArrays(RowArrays):
     def forecast(self, slots: np.ndarray, timestamps: np.ndarray, readings: np.ndarray) -> np.ndarray:
         """Each slot's ``FieldForecaster.push``: the best forecaster's standardised error on the
         reading, then every forecaster learns it."""
+        # Readings near the largest accepted value overflow a single-precision bin to inf and
+        # inf - inf to NaN, silently, as Python's floats and array('f') do in FieldForecaster.
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._forecast(slots, timestamps, readings)
+
+    def _forecast(self, slots: np.ndarray, timestamps: np.ndarray, readings: np.ndarray) -> np.ndarray:
         week_time = timestamps - forecast._WEEK_START
         day_bin = (week_time // forecast._DAY_BIN_SECONDS).astype(np.int64) % forecast.DAY_BINS
         week_bin = (week_time // forecast._WEEK_BIN_SECONDS).astype(np.int64) % forecast.WEEK_BINS
