@@ -11,7 +11,7 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
-SNAPSHOT_FORMAT = 8
+SNAPSHOT_FORMAT = 9
 """The shape of the stateful steps' states. Raise it whenever one of their classes changes its
 fields (1: the builds before snapshots were tagged; 2: before the calibrated score's state;
 3: before the run report's state; 4: before shards dropped idle devices; 5: before FedAvg's

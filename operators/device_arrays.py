@@ -212,6 +212,9 @@ class DeviceArrays(RowArrays):
             "weights": Column((_FEATURES,), f64, 0.0),
             "trained": Column((), np.bool_, False),
             "intercept": Column((), f64, 0.0),
+            "base_weights": Column((_FEATURES,), f64, 0.0),
+            "base_trained": Column((), np.bool_, False),
+            "base_intercept": Column((), f64, 0.0),
             "model_version": Column((), i64, 0),
             "base_global_version": Column((), i64, 0),
             "round_rows": Column((), i64, 0),
@@ -236,7 +239,11 @@ class DeviceArrays(RowArrays):
         self.ids: list[str | None] = []
         self.slots: list[dict[str, int]] = []
         """Each device's fields and their slots in :attr:`fields`."""
-        self.round_base: list[ModelParameters] = []
+        self.round_base: list[ModelParameters | None] = []
+        """The parameters each device's round started from, when held as an object (a global
+        model's, which the devices share); ``None`` when the ``base_*`` arrays hold them, as
+        after a round of the device's own: a dict of weights per device would cost more than
+        the rest of its row."""
         self.pending_labels: list[deque[tuple[int, np.ndarray, int]] | None] = []
         super().__init__(capacity)
 
@@ -246,7 +253,7 @@ class DeviceArrays(RowArrays):
         if row == len(self.ids):
             self.ids.append(device_id)
             self.slots.append({})
-            self.round_base.append(ModelParameters())
+            self.round_base.append(None)
             self.pending_labels.append(None)
         else:
             self.ids[row] = device_id
@@ -258,7 +265,7 @@ class DeviceArrays(RowArrays):
         for row in rows:
             self.ids[row] = None
             self.slots[row] = {}
-            self.round_base[row] = ModelParameters()
+            self.round_base[row] = None
             self.pending_labels[row] = None
         self.release(rows)
 
@@ -637,7 +644,7 @@ class DeviceArrays(RowArrays):
             )
         device.model_version = int(self.model_version[row])
         device.base_global_version = int(self.base_global_version[row])
-        device.round_base = self.round_base[row]
+        device.round_base = self._round_base(row)
         device.round_rows = int(self.round_rows[row])
         device.round_start = float(self.round_start[row])
         device.round_last = float(self.round_last[row])
@@ -710,6 +717,13 @@ class DeviceArrays(RowArrays):
             self.threshold_reached[row] = device.round_thresholds.reached
         self.last_seen[row] = device.last_seen
 
+    def _round_base(self, row: int) -> ModelParameters:
+        shared = self.round_base[row]
+        if shared is not None:
+            return shared
+        weights = dict(zip(FEATURE_NAMES, self.base_weights[row].tolist(), strict=True)) if self.base_trained[row] else {}
+        return ModelParameters(weights, float(self.base_intercept[row]))
+
     def close_round(self, row: int) -> LocalUpdate | None:
         """``DeviceState.close_round``: end the device's round in progress (``None`` if it has no readings yet)."""
         samples = int(self.round_rows[row])
@@ -738,7 +752,7 @@ class DeviceArrays(RowArrays):
             model_version=int(self.model_version[row]),
             global_version=int(self.base_global_version[row]),
             parameters=parameters,
-            base=self.round_base[row],
+            base=self._round_base(row),
             samples=samples,
             labelled=labelled,
             accuracy=int(self.round_correct[row]) / labelled if labelled else None,
@@ -747,7 +761,9 @@ class DeviceArrays(RowArrays):
             normal=normal,
             threshold_counts=thresholds,
         )
-        self.round_base[row] = parameters
+        self.round_base[row] = None
+        self.base_weights[row], self.base_trained[row] = self.weights[row], self.trained[row]
+        self.base_intercept[row] = self.intercept[row]
         self.round_rows[row] = 0
         self.round_labelled[row] = 0
         self.round_correct[row] = 0
