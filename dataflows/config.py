@@ -280,7 +280,7 @@ SETTINGS: tuple[Setting, ...] = (
         "100000",
         _non_negative_int,
         "A replay writes `report.html`, drawing up to this many readings over the fleet (at least 50 per "
-        "device; 0 = no report).",
+        "device drawn, so at most this / 50 devices; 0 = no report).",
     ),
     Setting(
         "FLEAD_LEARNING_RATE",

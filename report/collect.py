@@ -7,7 +7,7 @@ from typing import Any
 
 from operators.device import Detection
 from operators.fedavg import GlobalModel
-from operators.report_sampling import capacity_per_device, stride
+from operators.report_sampling import MIN_POINTS_PER_DEVICE, capacity_per_device, stride
 from report.data import AnomalyMark, DeviceTrace, ModelVersion, RunReport
 
 Point = tuple[int, float, dict[str, float], float]
@@ -32,17 +32,27 @@ class _DeviceTrail:
 class ReportCollector:
     """Readings, anomalies, global versions and evaluations for ``report.html``.
 
-    ``points`` bounds the readings kept over the whole fleet (``FLEAD_REPORT_POINTS``); every
-    device keeps at least ``MIN_POINTS_PER_DEVICE`` of them, and as many anomaly marks as
-    readings (the alerts among them always). The shards send the readings the report may keep
-    (``operators/report_sampling.py``); this thins them as devices arrive and streams grow.
+    ``points`` bounds the readings kept over the whole fleet (``FLEAD_REPORT_POINTS``). Each
+    device drawn keeps at least ``MIN_POINTS_PER_DEVICE`` of them, and as many anomaly marks
+    as readings (the alerts among them always), so at most ``points // MIN_POINTS_PER_DEVICE``
+    devices are drawn: the first to arrive, except that a device with an anomaly takes the
+    place of the longest-drawn device that has had none. The others are only counted, so
+    memory stays bounded however large the fleet. The shards send the readings the report
+    may keep (``operators/report_sampling.py``); this thins them as devices arrive and
+    streams grow.
     """
 
     def __init__(self, points: int) -> None:
         if points <= 0:
             raise ValueError(f"points must be above 0, got {points}")
         self.points = points
+        self.most_drawn = max(1, points // MIN_POINTS_PER_DEVICE)
         self.devices: dict[str, _DeviceTrail] = {}
+        """The devices drawn."""
+        self.quiet: dict[str, None] = {}
+        """The drawn devices without an anomaly yet, the longest drawn first: the ones a device
+        with an anomaly replaces when every place is taken."""
+        self.undrawn: set[str] = set()
         self.models: list[ModelVersion] = []
         self.evaluations: list[dict[str, Any]] = []
 
@@ -51,6 +61,21 @@ class ReportCollector:
         """Readings each device keeps now."""
         return capacity_per_device(self.points, len(self.devices))
 
+    def _trail(self, device_id: str, anomalous: bool) -> _DeviceTrail | None:
+        """The trail of a device not drawn yet, if it is drawn from now on."""
+        if len(self.devices) >= self.most_drawn:
+            if not (anomalous and self.quiet):
+                self.undrawn.add(device_id)
+                return None
+            replaced = next(iter(self.quiet))
+            del self.quiet[replaced], self.devices[replaced]
+            self.undrawn.add(replaced)
+        self.undrawn.discard(device_id)
+        if not anomalous:
+            self.quiet[device_id] = None
+        trail = self.devices[device_id] = _DeviceTrail()
+        return trail
+
     def add_detections(self, detections: list[Detection]) -> None:
         devices = self.devices
         capacity = self.capacity
@@ -58,7 +83,9 @@ class ReportCollector:
             reading = detection.reading
             trail = devices.get(reading.device_id)
             if trail is None:
-                trail = devices[reading.device_id] = _DeviceTrail()
+                trail = self._trail(reading.device_id, detection.is_anomaly)
+                if trail is None:
+                    continue
                 capacity = self.capacity
             if detection.reading_index <= trail.life_index:
                 trail.earlier_lives = trail.last_index
@@ -66,6 +93,8 @@ class ReportCollector:
             trail.last_index = index = trail.earlier_lives + detection.reading_index
             trail.points.append((index, reading.timestamp, reading.values, detection.score))
             if detection.is_anomaly:
+                if not trail.anomalies_by_severity:
+                    self.quiet.pop(reading.device_id, None)
                 severity = detection.severity or "warning"
                 trail.anomalies_by_severity[severity] = trail.anomalies_by_severity.get(severity, 0) + 1
                 value = reading.values.get(detection.field, next(iter(reading.values.values())))
@@ -80,7 +109,11 @@ class ReportCollector:
     def add_readings(self, readings_by_device: dict[str, int]) -> None:
         """The readings of device states that ended (dropped when idle, or at the end of the input)."""
         for device_id, readings in readings_by_device.items():
-            self.devices.setdefault(device_id, _DeviceTrail()).readings += readings
+            trail = self.devices.get(device_id)
+            if trail is None and device_id not in self.undrawn:
+                trail = self._trail(device_id, anomalous=False)
+            if trail is not None:
+                trail.readings += readings
 
     def add_model(self, model: GlobalModel) -> None:
         self.models.append(
@@ -101,6 +134,7 @@ class ReportCollector:
             devices=traces,
             models=sorted(self.models, key=lambda model: model.version),
             evaluations=sorted(self.evaluations, key=lambda row: (row["global_version"], row["window_start"])),
+            undrawn_devices=len(self.undrawn),
         )
 
 

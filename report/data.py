@@ -69,11 +69,13 @@ class RunReport:
     """The run's summary, as ``summary.json`` holds it (rows read/processed/rejected,
     ``rejected_by_reason``, anomalies by severity, detection quality, ...)."""
     devices: list[DeviceTrace]
-    """Every device, the most anomalies first."""
+    """The devices drawn, the most anomalies first."""
     models: list[ModelVersion]
     """Global versions in order."""
     evaluations: list[dict[str, Any]]
     """Live evaluation of each global version, as rows of ``model_evaluations.jsonl``:
     ``global_version``, ``n``, ``tp``, ``fp``, ``tn``, ``fn``, ``accuracy``, ``precision``,
     ``recall``, ``f1``, ``window_start``, ``window_end`` (ISO-8601)."""
+    undrawn_devices: int = 0
+    """Devices seen but not drawn: the report draws at most ``FLEAD_REPORT_POINTS`` / 50 devices."""
     title: str = "FLEAD run report"

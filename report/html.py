@@ -50,7 +50,7 @@ def render(report: RunReport) -> str:
         f"<title>{title}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
         f'<div id="errors" class="errors" role="alert" hidden></div>\n<script>{_ERROR_SCRIPT}</script>\n'
         f"<header>\n<h1>{title}</h1>\n{_totals(report)}\n{_rejections(report.summary)}\n</header>\n"
-        f"<main>\n{_devices_section(report.devices)}\n"
+        f"<main>\n{_devices_section(report.devices, report.undrawn_devices)}\n"
         f"{_federation_section(report.models, report.evaluations)}\n</main>\n"
         f"<script>{get_plotlyjs()}</script>\n"
         f'<script type="application/json" id="report-data">{_script_json(data)}</script>\n'
@@ -77,7 +77,7 @@ def _totals(report: RunReport) -> str:
         ("rows processed", summary.get("rows_processed")),
         ("rows rejected", summary.get("rows_rejected")),
         *((f"{severity} anomalies", anomalies.get(severity, 0)) for severity in severities),
-        ("devices", len(report.devices)),
+        ("devices", len(report.devices) + report.undrawn_devices),
         ("global versions", summary.get("global_versions", len(report.models))),
     ]
     items = "".join(
@@ -103,8 +103,15 @@ def _rejections(summary: dict[str, Any]) -> str:
     )
 
 
-def _devices_section(devices: list[DeviceTrace]) -> str:
+def _devices_section(devices: list[DeviceTrace], undrawn: int) -> str:
     heading = f"<h2>Devices ({len(devices):,})</h2>"
+    if undrawn:
+        heading = (
+            f"<h2>Devices ({len(devices):,} drawn of {len(devices) + undrawn:,})</h2>"
+            f'<p class="explain">The report keeps readings of at most {len(devices):,} devices '
+            "(FLEAD_REPORT_POINTS / 50): the first to arrive, a device with anomalies taking the place of one "
+            "without. The totals above count every device.</p>"
+        )
     if not devices:
         return f'<section id="devices">{heading}<p class="empty">No devices in this run.</p></section>'
     options = "".join(

@@ -155,3 +155,35 @@ def test_a_device_dropped_when_idle_and_back_later_is_one_trace_counting_both_li
     trace = next(trace for trace in collector.report({}).devices if trace.device_id == "d")
     assert trace.readings == 500
     assert len(trace.times) == 500 and trace.times == sorted(trace.times)
+
+
+def steady(device: str, n: int) -> list[Telemetry]:
+    """A stream without anomalies: the same three values over and over."""
+    return [Telemetry(device, 1_000.0 + 60 * i, {"value": 10.0 + i % 3}) for i in range(n)]
+
+
+def test_a_fleet_beyond_the_points_draws_a_bounded_number_of_devices_and_counts_the_rest():
+    streams = {f"quiet{i}": steady(f"quiet{i}", 120) for i in range(30)}
+    collector = collected(3 * MIN_POINTS_PER_DEVICE, streams)
+    report = collector.report({})
+    assert [trace.device_id for trace in report.devices] == ["quiet0", "quiet1", "quiet2"]
+    assert report.undrawn_devices == 27
+    # three devices share 150 points: 50 each, so every 4th of 120 readings
+    assert all(trace.readings == 120 and len(trace.times) == 30 for trace in report.devices)
+
+
+def test_a_device_with_an_anomaly_takes_the_place_of_the_longest_drawn_quiet_device():
+    streams = {
+        "quiet0": steady("quiet0", 700),
+        "quiet1": steady("quiet1", 700),
+        "spiky": noisy("spiky", 700, spike_at=(400,), seed=4),
+        "quiet2": steady("quiet2", 700),
+    }
+    sent: list = []
+    report = collected(2 * MIN_POINTS_PER_DEVICE, streams, sent).report({})
+    assert [trace.device_id for trace in report.devices] == ["spiky", "quiet1"]
+    assert report.undrawn_devices == 2
+    spiky = report.devices[0]
+    flagged = [d for d in sent if d.is_anomaly and d.reading.device_id == "spiky"]
+    assert spiky.anomaly_count == len(flagged) > 0 and spiky.readings == 700
+    assert spiky.anomalies[0].time == flagged[0].reading.timestamp <= spiky.times[0]  # drawn from then on
