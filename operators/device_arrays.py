@@ -721,7 +721,9 @@ class DeviceArrays(RowArrays):
         shared = self.round_base[row]
         if shared is not None:
             return shared
-        weights = dict(zip(FEATURE_NAMES, self.base_weights[row].tolist(), strict=True)) if self.base_trained[row] else {}
+        if not self.base_trained[row]:
+            return ModelParameters({}, float(self.base_intercept[row]))
+        weights = dict(zip(FEATURE_NAMES, self.base_weights[row].tolist(), strict=True))
         return ModelParameters(weights, float(self.base_intercept[row]))
 
     def close_round(self, row: int) -> LocalUpdate | None:

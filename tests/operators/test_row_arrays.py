@@ -1,10 +1,12 @@
+from typing import ClassVar
+
 import numpy as np
 
 from operators.row_arrays import Column, RowArrays
 
 
 class _Pairs(RowArrays):
-    columns = {"pair": Column((2,), np.float64, -1.0), "count": Column((), np.int64, 0)}
+    columns: ClassVar[dict[str, Column]] = {"pair": Column((2,), np.float64, -1.0), "count": Column((), np.int64, 0)}
 
 
 def test_rows_keep_their_values_as_the_arrays_grow_and_unused_rows_stay_a_small_share():
