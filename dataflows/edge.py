@@ -37,7 +37,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.operators import StatefulBatchLogic
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from dataflows import stopping
+from dataflows import garbage_collection, stopping
 from dataflows.config import ConfigError, Settings, load_settings
 from dataflows.kafka_admin import check_brokers, ensure_topics, global_model_of
 from dataflows.producer import telemetry_message
@@ -299,6 +299,7 @@ def checked_edge(_: Settings | None = None) -> Dataflow:
     ensure_topics(settings.kafka, check_brokers(settings.kafka))
     flow = build_edge(settings, path)
     stopping.install()
+    garbage_collection.collect_less_often()
     return flow
 
 

@@ -32,7 +32,7 @@ import bytewax.operators as op
 import orjson
 from bytewax.dataflow import Dataflow, Stream
 
-from dataflows import stopping
+from dataflows import garbage_collection, stopping
 from dataflows.config import AlertSettings, KafkaSettings, Settings, start_or_exit
 from dataflows.initial_model import InitialModelSource, starting_model
 from dataflows.loopback import loopback_path
@@ -334,6 +334,7 @@ def prepared_flow(settings: Settings) -> Dataflow:
         initial = starting_model(read_model_file(settings.initial_model), newest)
     flow = build_flow(settings, newest, initial)
     stopping.install()
+    garbage_collection.collect_less_often()
     return flow
 
 
