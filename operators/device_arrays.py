@@ -37,7 +37,7 @@ from operators.features import FEATURE_CAP, FEATURE_NAMES
 from operators.fedavg import GlobalModel, LocalUpdate
 from operators.field_arrays import FieldArrays
 from operators.forecast import FieldForecaster
-from operators.likelihood import RECENT, log_tail, rarest, score_of
+from operators.likelihood import RECENT, log_tail_many, rarest_many, score_many
 from operators.local_model import LOGIT_CAP, PROBABILITY_FLOOR, ModelParameters
 from operators.messages import Telemetry
 from operators.normal_model import EVIDENCE, Moments, NormalModel
@@ -368,7 +368,7 @@ class DeviceArrays(RowArrays):
             self.moment_sums[moment_rows] += averages[warm]
             self.moment_squares[moment_rows] += averages[warm] * averages[warm]
         kinds = len(EVIDENCE)
-        score = np.array([score_of(rarest(log_tail(x), kinds)) for x in evidence_z.max(axis=1).tolist()])
+        score = score_many(rarest_many(log_tail_many(evidence_z.max(axis=1)), kinds))
         if settings.target_false_alarm_rate > 0:
             self.threshold_samples[rows] += 1
             self.threshold_reached[rows] += score[:, None] >= _GRID

@@ -18,6 +18,9 @@ from __future__ import annotations
 import math
 from array import array
 
+import numpy as np
+from scipy.special import erfc
+
 from operators.normal_model import Moments
 
 RECENT = 10
@@ -74,6 +77,31 @@ def rarest(log_tail_probability: float, k: int) -> float:
     if log_tail_probability < -30.0:  # (1 − Q)^k ≈ 1 − k·Q to double precision
         return log_tail_probability + math.log(k)
     return math.log(-math.expm1(k * math.log1p(-math.exp(log_tail_probability))))
+
+
+def log_tail_many(z: np.ndarray) -> np.ndarray:
+    """:func:`log_tail` of each of ``z``, by the same formulas (SciPy's ``erfc`` for ``math.erfc``).
+
+    >>> bool(np.allclose(log_tail_many(np.array([0.0, 3.0, 40.0])), [log_tail(0.0), log_tail(3.0), log_tail(40.0)]))
+    True
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):  # each formula where the other one is used
+        near = np.log(0.5 * erfc(z * _SQRT_HALF))
+        z2 = z * z
+        far = -0.5 * z2 - np.log(z) - _LOG_SQRT_2PI + np.log1p(-1.0 / z2 + 3.0 / (z2 * z2))
+    return np.where(z < 20.0, near, far)
+
+
+def rarest_many(log_tail_probability: np.ndarray, k: int) -> np.ndarray:
+    """:func:`rarest` of each of ``log_tail_probability``."""
+    with np.errstate(divide="ignore"):  # log1p(-1) for Q = 1, which gives log Q = 0 as in rarest
+        exact = np.log(-np.expm1(k * np.log1p(-np.exp(log_tail_probability))))
+    return np.where(log_tail_probability < -30.0, log_tail_probability + math.log(k), exact)
+
+
+def score_many(log_tail_probability: np.ndarray) -> np.ndarray:
+    """:func:`score_of` of each of ``log_tail_probability``."""
+    return 0.0 - np.expm1(log_tail_probability / SCORE_ROOT)
 
 
 def threshold_of(false_alarm_rate: float) -> float:

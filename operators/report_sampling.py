@@ -15,6 +15,8 @@ of each stream and the report thins it further when the stream ends.
 
 from __future__ import annotations
 
+import numpy as np
+
 MIN_POINTS_PER_DEVICE = 50
 """However large the fleet, the report keeps at least this many readings of every device."""
 
@@ -27,6 +29,19 @@ def stride(readings: int, capacity: int) -> int:
 def is_kept(index: int, capacity: int) -> bool:
     """Whether reading ``index`` (from 1) is kept when it arrives."""
     return index <= capacity or index % stride(index, capacity) == 0
+
+
+def kept_many(indexes: np.ndarray, capacity: int) -> np.ndarray:
+    """:func:`is_kept` of each of ``indexes`` (integers below 2⁵³).
+
+    ``frexp`` gives the exponent ``e`` with ``q = m·2^e``, ``0.5 ≤ m < 1``: the bit length of
+    ``q``, exactly, for an integer a float holds exactly.
+
+    >>> kept_many(np.arange(1, 21), capacity=5).nonzero()[0].tolist() == [n - 1 for n in range(1, 21) if is_kept(n, 5)]
+    True
+    """
+    _, bits = np.frexp(((indexes - 1) // capacity).astype(np.float64))
+    return (indexes <= capacity) | (indexes % (np.int64(1) << bits.astype(np.int64)) == 0)
 
 
 def capacity_per_device(points: int, devices: int) -> int:

@@ -19,7 +19,7 @@ from operators.device_arrays import SEVERITIES, DeviceArrays, Step
 from operators.evaluation import FINISHED, ConfusionCounts
 from operators.fedavg import GlobalModel, LocalUpdate
 from operators.messages import MessageLimits, RawMessage, Rejection, Telemetry, decode_raw, excerpt, iso_timestamp
-from operators.report_sampling import capacity_per_device, is_kept
+from operators.report_sampling import capacity_per_device, is_kept, kept_many
 from operators.update_validation import edge_update_message
 
 ARRAY_STEP_DEVICES = 8
@@ -282,8 +282,7 @@ class ShardState:
         else:
             wanted = flagged
             if report_capacity:
-                kept = [is_kept(index, report_capacity) for index in step.reading_index.tolist()]
-                wanted = wanted | np.array(kept, dtype=bool)
+                wanted = wanted | kept_many(step.reading_index, report_capacity)
             emitted = np.flatnonzero(wanted).tolist()
         found.extend(zip([places[i] for i in emitted], step.detections(list(emitted)), strict=True))
         if flagged.any():

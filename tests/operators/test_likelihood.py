@@ -1,9 +1,19 @@
 import math
 import random
 
+import numpy as np
 import pytest
 
-from operators.likelihood import AnomalyLikelihood, log_tail, rarest, score_of, threshold_of
+from operators.likelihood import (
+    AnomalyLikelihood,
+    log_tail,
+    log_tail_many,
+    rarest,
+    rarest_many,
+    score_many,
+    score_of,
+    threshold_of,
+)
 from operators.normal_model import Moments
 
 
@@ -44,3 +54,16 @@ def test_a_prior_stands_in_for_history_a_new_device_does_not_have():
     assert fresh.update(5.0)[0] == 0.0  # no history: neutral
     z, average = with_prior.update(5.0, prior, prior_weight=300.0)
     assert average == 5.0 and z == pytest.approx((5.0 - 0.8) / 0.1)
+
+
+def test_the_array_forms_give_the_per_reading_tail_probabilities_and_scores():
+    z = np.concatenate([np.linspace(-8.0, 60.0, 6_801), [19.999999, 20.0, 20.000001, 0.0]])
+    log_q = log_tail_many(z)
+    expected = np.array([log_tail(x) for x in z.tolist()])
+    assert np.allclose(log_q, expected, rtol=1e-13, atol=1e-15)
+    for k in (1, 2, 4):
+        rare = rarest_many(log_q, k)
+        assert np.allclose(rare, [rarest(x, k) for x in log_q.tolist()], rtol=1e-13, atol=1e-15)
+        scores = score_many(rare)
+        assert np.allclose(scores, [score_of(x) for x in rare.tolist()], rtol=0, atol=1e-15)
+    assert score_many(rarest_many(np.array([0.0]), 4)).tolist() == [0.0]  # Q = 1: score 0, not -0.0 or NaN

@@ -1,6 +1,7 @@
+import numpy as np
 import pytest
 
-from operators.report_sampling import MIN_POINTS_PER_DEVICE, capacity_per_device, is_kept, stride
+from operators.report_sampling import MIN_POINTS_PER_DEVICE, capacity_per_device, is_kept, kept_many, stride
 
 
 @pytest.mark.parametrize("capacity", [1, 3, 50, 64])
@@ -25,3 +26,9 @@ def test_a_large_fleet_still_gets_the_minimum_per_device():
     assert capacity_per_device(100_000, 13) == 7_692
     assert capacity_per_device(100_000, 1_000_000) == MIN_POINTS_PER_DEVICE
     assert capacity_per_device(100_000, 0) == 100_000
+
+
+@pytest.mark.parametrize("capacity", [1, 3, 50, 64, 1_000])
+def test_the_array_form_keeps_the_readings_is_kept_keeps(capacity):
+    indexes = np.concatenate([np.arange(1, 70_000), [2**40 - 1, 2**40, 2**40 + 2**20, 2**52]])
+    assert kept_many(indexes, capacity).tolist() == [is_kept(n, capacity) for n in indexes.tolist()]
