@@ -3,17 +3,36 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 from zlib import crc32
 
 from operators.fedavg import GlobalModel
 from operators.messages import RawMessage, Telemetry
+from operators.worker_routing import key_hash
+
+SPREAD = 120
+"""Shard ``i``'s key hashes to ``i`` modulo this. With a number of workers that divides it
+(1 to 6, 8, 10, 12, 15, 20, 24, 30, 40, 60, 120), shard ``i`` is on worker ``i % workers``,
+so each worker holds as many shards as any other, give or take one."""
 
 
 def shard_keys(shards: int) -> list[str]:
-    """Every shard key, so that a global model can be fanned out to all of them."""
+    """Every shard key, so that a global model can be fanned out to all of them: ``shard-i.n``,
+    with the first ``n`` that puts shard ``i`` on worker ``i % workers`` (see :data:`SPREAD`)."""
+    return list(_spread_keys(shards))
+
+
+@cache
+def _spread_keys(shards: int) -> tuple[str, ...]:
     width = len(str(shards - 1))
-    return [f"shard-{i:0{width}d}" for i in range(shards)]
+    keys = []
+    for i in range(shards):
+        n = 0
+        while key_hash(key := f"shard-{i:0{width}d}.{n}") % SPREAD != i % SPREAD:
+            n += 1
+        keys.append(key)
+    return tuple(keys)
 
 
 def shard_of(device_id: str, keys: list[str]) -> str:
