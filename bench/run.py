@@ -189,18 +189,14 @@ def throughput(fleet: Path, runs: int) -> dict[str, Any]:
 
 
 def memory(sizes: list[int], work: Path) -> dict[str, Any]:
-    """Peak RSS per device: one field each, 110 readings each (past a full window of 100).
-
-    The run report is off: it keeps at least 50 readings of every device however large the
-    fleet (``report/collect.py``), which at 100,000 devices would be most of the peak; this
-    measures the device state.
-    """
+    """Peak RSS per device: one field each, 110 readings each (past a full window of 100), with
+    the default settings (the run report draws at most 2,000 devices, ``report/collect.py``)."""
     with tempfile.TemporaryDirectory() as out:
         tiny = work / "fleet-1.jsonl"
         generate_fleet(tiny, devices=1, rows=110, fields=1)
         _, baseline = run_measured(
             [sys.executable, "-m", "bytewax.run", "dataflows.flead"],
-            flead_env(tiny, Path(out), FLEAD_REPORT_POINTS="0"),
+            flead_env(tiny, Path(out)),
         )
     result: dict[str, Any] = {"baseline_rss_bytes": baseline}
     for devices in sizes:
@@ -211,7 +207,7 @@ def memory(sizes: list[int], work: Path) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as out:
             seconds, rss = run_measured(
                 [sys.executable, "-m", "bytewax.run", "dataflows.flead"],
-                flead_env(path, Path(out), FLEAD_REPORT_POINTS="0"),
+                flead_env(path, Path(out)),
             )
         path.unlink()
         result[str(devices)] = {
