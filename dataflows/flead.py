@@ -157,7 +157,7 @@ def build_flow(
     # Totals, Prometheus counters, progress lines, summary.json and the run report.
     summary_input = [source.read_progress, rejected, shard_counters, global_models]
     if report_points:
-        summary_input += [op.filter_map("report_readings", results, lambda r: r.detections or None), evaluations]
+        summary_input += [op.filter_map("report_readings", results, lambda r: r.report or None), evaluations]
     reports = op.key_rm(
         "reports",
         op.stateful_batch(

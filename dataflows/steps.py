@@ -230,11 +230,15 @@ class SummaryLogic(StatefulBatchLogic[SummaryInput, tuple[str, Any], Snapshot]):
 
     def on_batch(self, values: list[SummaryInput]) -> tuple[list[tuple[str, Any]], bool]:
         totals, collector = self.totals, self.collector
+        if collector is not None:  # before the readings: a device replaced makes room for another
+            for item in values:
+                if isinstance(item, ShardCounters):
+                    collector.undraw(item.undrawn)
         for item in values:
             if isinstance(item, ShardCounters):
                 totals.add_counters(item)
                 metrics.count_shard(item)
-                if collector is not None and item.readings_by_device:
+                if collector is not None:
                     collector.add_readings(item.readings_by_device)
             elif isinstance(item, list):
                 if collector is not None:

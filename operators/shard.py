@@ -19,7 +19,7 @@ from operators.device_arrays import SEVERITIES, DeviceArrays, Step
 from operators.evaluation import FINISHED, ConfusionCounts
 from operators.fedavg import GlobalModel, LocalUpdate
 from operators.messages import MessageLimits, RawMessage, Rejection, Telemetry, decode_raw, excerpt, iso_timestamp
-from operators.report_sampling import capacity_per_device, is_kept, kept_many
+from operators.report_sampling import MIN_POINTS_PER_DEVICE, capacity_per_device, is_kept, kept_many
 from operators.update_validation import edge_update_message
 
 ARRAY_STEP_DEVICES = 8
@@ -68,6 +68,8 @@ class ShardCounters:
     readings_by_device: dict[str, int] = field(default_factory=dict)
     """For the run report: the readings of each device whose state ended (dropped when idle,
     or at the end of a bounded input)."""
+    undrawn: list[str] = field(default_factory=list)
+    """For the run report: devices it no longer draws, each replaced by a device with an anomaly."""
 
     def move(self, old_version: int, new_version: int, counts: ConfusionCounts | None) -> None:
         """One shard moved on, with its final counts for the version it held, if any."""
@@ -89,6 +91,7 @@ class ShardCounters:
             self.moves[move] = self.moves.get(move, 0) + n
         for device_id, n in other.readings_by_device.items():
             self.readings_by_device[device_id] = self.readings_by_device.get(device_id, 0) + n
+        self.undrawn.extend(other.undrawn)
 
 
 def _beyond_the_device_limit(reading: Telemetry, raw: RawMessage | None, max_devices: int) -> Rejection:
@@ -122,8 +125,10 @@ class ShardResult:
     """Everything one shard produced from one batch: one item downstream instead of many."""
 
     detections: list[Detection] = field(default_factory=list)
-    """The flagged readings; and every reading when scores are asked for, or the readings the
-    run report keeps (see ``operators/report_sampling.py``)."""
+    """The flagged readings; every reading when scores are asked for."""
+    report: list[Detection] = field(default_factory=list)
+    """The readings the run report may keep (``operators/report_sampling.py``) and the
+    anomalies, of the devices it draws."""
     updates: list[LocalUpdate] = field(default_factory=list)
     counters: ShardCounters = field(default_factory=ShardCounters)
     rejections: list[Rejection] = field(default_factory=list)
@@ -151,11 +156,21 @@ class ShardState:
         report_points: int = 0,
         device_limits: DeviceLimits | None = None,
     ) -> None:
-        """``report_points``: this shard's share of the readings the run report draws (0: no report)."""
+        """``report_points``: this shard's share of the readings the run report draws (0: no report).
+
+        The report draws at most ``report_points // MIN_POINTS_PER_DEVICE`` of the shard's
+        devices: the first to arrive, except that a device with an anomaly takes the place of
+        the longest-drawn one without any. Only their readings go to the report, so its
+        traffic and memory stay bounded however large the fleet."""
         self.settings = settings
         self.emit_scores = emit_scores
         self.limits = limits if limits is not None else MessageLimits()
         self.report_points = report_points
+        self.report_devices = max(1, report_points // MIN_POINTS_PER_DEVICE)
+        self.drawn: dict[str, None] = {}
+        """The devices the report draws, the longest drawn first (dropped idle devices stay)."""
+        self.quiet: dict[str, None] = {}
+        """The drawn devices without an anomaly yet."""
         self.device_limits = device_limits if device_limits is not None else DeviceLimits()
         self.clock = 0.0
         """The newest event time among the shard's readings."""
@@ -181,10 +196,11 @@ class ShardState:
         result = ShardResult(counters=counters)
         limits = self.limits
         max_devices = self.device_limits.max_devices
-        report_capacity = capacity_per_device(self.report_points, len(self.devices)) if self.report_points else 0
+        report_capacity = capacity_per_device(self.report_points, len(self.drawn)) if self.report_points else 0
         clock = self.clock
         devices = self.devices
-        found: list[tuple[int, Detection]] = []
+        found: list[tuple[int, Detection, bool]] = []
+        """(place in the batch, detection, whether the report gets it)"""
         closed: list[tuple[int, LocalUpdate]] = []
         segment: list[tuple[int, int, Telemetry]] = []
         """The readings since the last global model: (place in the batch, device row, reading)."""
@@ -210,9 +226,11 @@ class ShardState:
                 clock = item.timestamp
             segment.append((place, row, item))
         self._observe(segment, now, report_capacity, counters, found, closed)
-        found.sort(key=lambda pair: pair[0])
+        found.sort(key=lambda entry: entry[0])
         closed.sort(key=lambda pair: pair[0])
-        result.detections = [detection for _, detection in found]
+        emit_scores = self.emit_scores
+        result.detections = [detection for _, detection, _ in found if emit_scores or detection.is_anomaly]
+        result.report = [detection for _, detection, to_report in found if to_report]
         result.updates = [update for _, update in closed]
         self.clock = clock
         idle_seconds = self.device_limits.idle_seconds
@@ -228,7 +246,7 @@ class ShardState:
         now: float,
         report_capacity: int,
         counters: ShardCounters,
-        found: list[tuple[int, Detection]],
+        found: list[tuple[int, Detection, bool]],
         closed: list[tuple[int, LocalUpdate]],
     ) -> None:
         """Score a segment's readings in steps; what they found goes into ``found`` and
@@ -272,19 +290,23 @@ class ShardState:
         places: list[int],
         report_capacity: int,
         counters: ShardCounters,
-        found: list[tuple[int, Detection]],
+        found: list[tuple[int, Detection, bool]],
         closed: list[tuple[int, LocalUpdate]],
     ) -> None:
         counters.processed += len(places)
         flagged = step.is_anomaly
+        reported: set[int] = set()
+        if report_capacity:
+            candidates = np.flatnonzero(flagged | kept_many(step.reading_index, report_capacity)).tolist()
+            reported = set(self._drawn(step.readings, candidates, flagged.tolist(), counters))
         if self.emit_scores:
-            emitted = range(len(places))
+            emitted = list(range(len(places)))
         else:
-            wanted = flagged
-            if report_capacity:
-                wanted = wanted | kept_many(step.reading_index, report_capacity)
-            emitted = np.flatnonzero(wanted).tolist()
-        found.extend(zip([places[i] for i in emitted], step.detections(list(emitted)), strict=True))
+            emitted = sorted(reported.union(np.flatnonzero(flagged).tolist()))
+        found.extend(
+            (places[i], detection, i in reported)
+            for i, detection in zip(emitted, step.detections(emitted), strict=True)
+        )
         if flagged.any():
             for severity, n in zip(*np.unique(step.severity[flagged], return_counts=True), strict=True):
                 name = SEVERITIES[severity]
@@ -297,11 +319,16 @@ class ShardState:
     ) -> None:
         """What :meth:`_collect_step` does for a step, for one reading scored by its ``DeviceState``."""
         counters.processed += 1
-        if detection.is_anomaly:
+        flagged = detection.is_anomaly
+        if flagged:
             counters.anomalies[detection.severity] = counters.anomalies.get(detection.severity, 0) + 1
-            found.append((place, detection))
-        elif self.emit_scores or (report_capacity and is_kept(detection.reading_index, report_capacity)):
-            found.append((place, detection))
+        to_report = bool(
+            report_capacity
+            and (flagged or is_kept(detection.reading_index, report_capacity))
+            and self._drawn([detection.reading], [0], [flagged], counters)
+        )
+        if flagged or to_report or self.emit_scores:
+            found.append((place, detection, to_report))
         label = detection.reading.label
         if label is not None:
             detection_counts = counters.detection
@@ -312,6 +339,31 @@ class ShardState:
                 global_positive = detection.global_score > MODEL_THRESHOLD
                 detection_counts["global_model"].add(global_positive, label)
                 self.evaluation.add(global_positive, label, detection.reading.timestamp)
+
+    def _drawn(
+        self, readings: list[Telemetry], candidates: list[int], flagged: list[bool], counters: ShardCounters
+    ) -> list[int]:
+        """Of ``candidates`` (indexes into ``readings``, which the report may keep), those of
+        devices it draws, admitting devices as :meth:`__init__` says; a device replaced goes
+        into ``counters.undrawn``."""
+        drawn, quiet = self.drawn, self.quiet
+        chosen = []
+        for i in candidates:
+            device_id = readings[i].device_id
+            if device_id not in drawn:
+                if len(drawn) >= self.report_devices:
+                    if not (flagged[i] and quiet):
+                        continue
+                    replaced = next(iter(quiet))
+                    del quiet[replaced], drawn[replaced]
+                    counters.undrawn.append(replaced)
+                drawn[device_id] = None
+                if not flagged[i]:
+                    quiet[device_id] = None
+            elif flagged[i] and quiet:
+                quiet.pop(device_id, None)
+            chosen.append(i)
+        return chosen
 
     def _count_decisions(self, step: Step, counters: ShardCounters) -> None:
         """Each decider's decisions on the labelled readings, and the live evaluation of the global model."""

@@ -35,11 +35,11 @@ class ReportCollector:
     ``points`` bounds the readings kept over the whole fleet (``FLEAD_REPORT_POINTS``). Each
     device drawn keeps at least ``MIN_POINTS_PER_DEVICE`` of them, and as many anomaly marks
     as readings (the alerts among them always), so at most ``points // MIN_POINTS_PER_DEVICE``
-    devices are drawn: the first to arrive, except that a device with an anomaly takes the
-    place of the longest-drawn device that has had none. The others are only counted, so
-    memory stays bounded however large the fleet. The shards send the readings the report
-    may keep (``operators/report_sampling.py``); this thins them as devices arrive and
-    streams grow.
+    devices are drawn. The shards choose them (``ShardState``: the first to arrive, a device
+    with an anomaly taking the place of the longest-drawn one without any), send their
+    readings that the report may keep (``operators/report_sampling.py``), and say which ones
+    they stopped drawing; the other devices are only counted, so memory stays bounded however
+    large the fleet. This thins the readings as devices arrive and streams grow.
     """
 
     def __init__(self, points: int) -> None:
@@ -49,9 +49,6 @@ class ReportCollector:
         self.most_drawn = max(1, points // MIN_POINTS_PER_DEVICE)
         self.devices: dict[str, _DeviceTrail] = {}
         """The devices drawn."""
-        self.quiet: dict[str, None] = {}
-        """The drawn devices without an anomaly yet, the longest drawn first: the ones a device
-        with an anomaly replaces when every place is taken."""
         self.undrawn: set[str] = set()
         self.models: list[ModelVersion] = []
         self.evaluations: list[dict[str, Any]] = []
@@ -61,20 +58,22 @@ class ReportCollector:
         """Readings each device keeps now."""
         return capacity_per_device(self.points, len(self.devices))
 
-    def _trail(self, device_id: str, anomalous: bool) -> _DeviceTrail | None:
-        """The trail of a device not drawn yet, if it is drawn from now on."""
+    def _trail(self, device_id: str) -> _DeviceTrail | None:
+        """The trail of a device the shards started drawing; ``None`` beyond :attr:`most_drawn`,
+        which their choices stay within unless their messages cross (a device replaced on one
+        worker while the next one's readings are on their way)."""
         if len(self.devices) >= self.most_drawn:
-            if not (anomalous and self.quiet):
-                self.undrawn.add(device_id)
-                return None
-            replaced = next(iter(self.quiet))
-            del self.quiet[replaced], self.devices[replaced]
-            self.undrawn.add(replaced)
+            self.undrawn.add(device_id)
+            return None
         self.undrawn.discard(device_id)
-        if not anomalous:
-            self.quiet[device_id] = None
         trail = self.devices[device_id] = _DeviceTrail()
         return trail
+
+    def undraw(self, device_ids: list[str]) -> None:
+        """Devices the shards no longer draw: each was replaced by a device with an anomaly."""
+        for device_id in device_ids:
+            if self.devices.pop(device_id, None) is not None:
+                self.undrawn.add(device_id)
 
     def add_detections(self, detections: list[Detection]) -> None:
         devices = self.devices
@@ -83,7 +82,7 @@ class ReportCollector:
             reading = detection.reading
             trail = devices.get(reading.device_id)
             if trail is None:
-                trail = self._trail(reading.device_id, detection.is_anomaly)
+                trail = self._trail(reading.device_id)
                 if trail is None:
                     continue
                 capacity = self.capacity
@@ -93,8 +92,6 @@ class ReportCollector:
             trail.last_index = index = trail.earlier_lives + detection.reading_index
             trail.points.append((index, reading.timestamp, reading.values, detection.score))
             if detection.is_anomaly:
-                if not trail.anomalies_by_severity:
-                    self.quiet.pop(reading.device_id, None)
                 severity = detection.severity or "warning"
                 trail.anomalies_by_severity[severity] = trail.anomalies_by_severity.get(severity, 0) + 1
                 value = reading.values.get(detection.field, next(iter(reading.values.values())))
@@ -107,12 +104,13 @@ class ReportCollector:
                 trail.marks = _fewer_marks(trail.marks)
 
     def add_readings(self, readings_by_device: dict[str, int]) -> None:
-        """The readings of device states that ended (dropped when idle, or at the end of the input)."""
+        """The readings of device states that ended (dropped when idle, or at the end of the
+        input), of every device: those not drawn are counted."""
         for device_id, readings in readings_by_device.items():
             trail = self.devices.get(device_id)
-            if trail is None and device_id not in self.undrawn:
-                trail = self._trail(device_id, anomalous=False)
-            if trail is not None:
+            if trail is None:
+                self.undrawn.add(device_id)
+            else:
                 trail.readings += readings
 
     def add_model(self, model: GlobalModel) -> None:

@@ -27,19 +27,19 @@ def noisy(device: str, n: int, spike_at: tuple[int, ...] = (), seed: int = 3) ->
 def test_a_shard_sends_the_report_every_reading_of_a_short_stream_and_a_share_of_a_long_one():
     shard = ShardState(SETTINGS, emit_scores=False, report_points=100)
     short = shard.process(noisy("a", 60))
-    assert [d.reading_index for d in short.detections] == list(range(1, 61))
+    assert [d.reading_index for d in short.report] == list(range(1, 61))
     long = shard.process(noisy("a", 2_000)[60:])
     # one device, capacity 100: spacing 2 up to 200, 4 up to 400, ... 32 up to 3,200
     expected = [n for n in range(61, 2_001) if n <= 100 or n % (1 << ((n - 1) // 100).bit_length()) == 0]
-    assert [d.reading_index for d in long.detections if not d.is_anomaly] == [
+    assert [d.reading_index for d in long.report if not d.is_anomaly] == [
         n for n in expected if n not in {d.reading_index for d in long.anomalies}
     ]
-    assert len(long.detections) < 2_000 // 4
+    assert len(long.report) < 2_000 // 4
 
 
 def test_without_a_report_a_shard_sends_only_its_anomalies():
     result = ShardState(SETTINGS, emit_scores=False).process(noisy("a", 600, spike_at=(500,)))
-    assert result.detections == result.anomalies != []
+    assert result.detections == result.anomalies != [] and result.report == []
 
 
 def test_at_the_end_the_shard_counts_every_devices_readings_for_the_report():
@@ -55,7 +55,9 @@ def collected(points: int, streams: dict[str, list[Telemetry]], sent: list | Non
     collector = ReportCollector(points)
     for readings in streams.values():
         for start in range(0, len(readings), 250):
-            detections = shard.process(readings[start : start + 250]).detections
+            result = shard.process(readings[start : start + 250])
+            detections = result.report
+            collector.undraw(result.counters.undrawn)
             collector.add_detections(detections)
             if sent is not None:
                 sent.extend(detections)
@@ -124,7 +126,7 @@ def test_a_device_with_very_many_anomalies_keeps_a_bounded_number_of_marks_and_t
     shard = ShardState(settings, emit_scores=False, report_points=MIN_POINTS_PER_DEVICE)
     collector = ReportCollector(MIN_POINTS_PER_DEVICE)
     stream = noisy("d", 3_000)
-    detections = [d for start in range(0, 3_000, 100) for d in shard.process(stream[start : start + 100]).detections]
+    detections = [d for start in range(0, 3_000, 100) for d in shard.process(stream[start : start + 100]).report]
     collector.add_detections(detections)
     (trace,) = collector.report({}).devices
     assert trace.anomaly_count == sum(d.is_anomaly for d in detections) > 4 * MIN_POINTS_PER_DEVICE
@@ -149,7 +151,7 @@ def test_a_device_dropped_when_idle_and_back_later_is_one_trace_counting_both_li
     later = [Telemetry("other", 90_000.0, {"value": 1.0})]  # a day later: "d" is dropped
     for readings in (first, later, second):
         result = shard.process(readings)
-        collector.add_detections(result.detections)
+        collector.add_detections(result.report)
         collector.add_readings(result.counters.readings_by_device)
     collector.add_readings(shard.finish().counters.readings_by_device)
     trace = next(trace for trace in collector.report({}).devices if trace.device_id == "d")
@@ -187,3 +189,15 @@ def test_a_device_with_an_anomaly_takes_the_place_of_the_longest_drawn_quiet_dev
     flagged = [d for d in sent if d.is_anomaly and d.reading.device_id == "spiky"]
     assert spiky.anomaly_count == len(flagged) > 0 and spiky.readings == 700
     assert spiky.anomalies[0].time == flagged[0].reading.timestamp <= spiky.times[0]  # drawn from then on
+
+
+def test_a_shard_sends_the_readings_of_the_devices_the_report_draws_and_every_anomaly_downstream():
+    shard = ShardState(SETTINGS, emit_scores=False, report_points=2 * MIN_POINTS_PER_DEVICE)
+    first = shard.process(steady("quiet0", 60) + steady("quiet1", 60) + steady("quiet2", 60))
+    assert {d.reading.device_id for d in first.report} == {"quiet0", "quiet1"}
+    spiky = shard.process(noisy("spiky", 700, spike_at=(400,), seed=4))
+    flagged = [d for d in spiky.detections if d.is_anomaly]
+    assert spiky.detections == spiky.anomalies == flagged != []  # the outputs get every anomaly
+    assert spiky.counters.undrawn == ["quiet0"]  # the longest-drawn quiet device makes room
+    assert spiky.report[0].reading_index == flagged[0].reading_index
+    assert shard.drawn.keys() == {"quiet1", "spiky"}
