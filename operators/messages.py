@@ -246,6 +246,8 @@ def validate_message(obj: Any, limits: MessageLimits, now: float | None = None) 
 
 
 def validate_device_id(device_id: Any, limits: MessageLimits) -> str:
+    if type(device_id) is str and len(device_id) <= limits.max_device_id_length and _DEVICE_ID.match(device_id):
+        return device_id  # the usual case first; the checks below say what is wrong
     if device_id is None:
         raise InvalidMessage("missing_device_id")
     if not isinstance(device_id, str):
@@ -270,13 +272,6 @@ def validate_timestamp(value: Any, limits: MessageLimits, now: float) -> float:
 
 def parse_timestamp(value: Any) -> float:
     """Seconds since the epoch from ISO-8601 text (no zone = UTC) or epoch seconds/ms; not before 1970."""
-    if isinstance(value, bool):
-        raise InvalidMessage("invalid_timestamp", "a boolean is not a time")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-        if not math.isfinite(seconds) or seconds < 0:
-            raise InvalidMessage("invalid_timestamp", f"{value!r} is not a time")
-        return seconds / 1000.0 if seconds > 1e11 else seconds
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
@@ -288,10 +283,19 @@ def parse_timestamp(value: Any) -> float:
         if seconds < 0:
             raise InvalidMessage("invalid_timestamp", f"{value[:40]!r} is before 1970")
         return seconds
+    if isinstance(value, bool):
+        raise InvalidMessage("invalid_timestamp", "a boolean is not a time")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+        if not math.isfinite(seconds) or seconds < 0:
+            raise InvalidMessage("invalid_timestamp", f"{value!r} is not a time")
+        return seconds / 1000.0 if seconds > 1e11 else seconds
     raise InvalidMessage("invalid_timestamp", f"not a string or number: {type(value).__name__}")
 
 
 def validate_values(data: Any, limits: MessageLimits) -> dict[str, float]:
+    if type(data) is float and limits.fields is None and limits.label_key != SINGLE_FIELD:
+        return {SINGLE_FIELD: _number(SINGLE_FIELD, data)}  # a plain number, the usual case
     items = data.items() if isinstance(data, dict) else ((SINGLE_FIELD, data),)
     values: dict[str, float] = {}
     for name, value in items:
@@ -310,6 +314,8 @@ def validate_values(data: Any, limits: MessageLimits) -> dict[str, float]:
 
 
 def _number(name: str, value: Any) -> float:
+    if type(value) is float and -MAX_VALUE <= value <= MAX_VALUE:
+        return value  # the usual case first (NaN fails the comparison); the checks below say what is wrong
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidMessage("invalid_value", f"{name} is not a number")
     try:
