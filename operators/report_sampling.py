@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 MIN_POINTS_PER_DEVICE = 50
-"""However large the fleet, the report keeps at least this many readings of every device."""
+"""However large the fleet, the report keeps at least this many readings of every device it
+draws; so it draws at most ``FLEAD_REPORT_POINTS`` / this many devices."""
 
 
 def stride(readings: int, capacity: int) -> int:
