@@ -242,7 +242,7 @@ class SummaryLogic(StatefulBatchLogic[SummaryInput, tuple[str, Any], Snapshot]):
                     collector.add_readings(item.readings_by_device)
             elif isinstance(item, list):
                 if collector is not None:
-                    collector.add_detections(item)
+                    collector.add_points(item)
             elif isinstance(item, dict):
                 if collector is not None:
                     collector.add_evaluation(item)

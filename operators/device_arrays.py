@@ -41,6 +41,7 @@ from operators.likelihood import RECENT, log_tail_many, rarest_many, score_many
 from operators.local_model import LOGIT_CAP, PROBABILITY_FLOOR, ModelParameters
 from operators.messages import Telemetry
 from operators.normal_model import EVIDENCE, Moments, NormalModel
+from operators.report_sampling import ReportPoint
 from operators.rolling_stats import RollingStats
 from operators.row_arrays import Column, RowArrays
 from operators.threshold import GRID, critical_threshold, release_threshold
@@ -130,6 +131,41 @@ class Step:
     evidence_value: np.ndarray
     updates: list[tuple[int, LocalUpdate]]
     """The local updates of the rounds these readings closed, with the reading's index here."""
+
+    def report_points(self, chosen: list[int]) -> list[ReportPoint]:
+        """The :class:`ReportPoint` of each reading of ``chosen``, built without a :class:`Detection`."""
+        if not chosen:
+            return []
+        index = np.array(chosen)
+        columns = zip(
+            chosen,
+            self.reading_index[index].tolist(),
+            self.score[index].tolist(),
+            self.is_anomaly[index].tolist(),
+            self.severity[index].tolist(),
+            self.top_field[index].tolist(),
+            self.alert[index].tolist(),
+            strict=True,
+        )
+        points = []
+        for i, reading_index, score, is_anomaly, severity, top_field, alert in columns:
+            reading = self.readings[i]
+            severity_name, field = (
+                (SEVERITIES[severity] or "warning", list(reading.values)[top_field]) if is_anomaly else (None, "")
+            )
+            points.append(
+                ReportPoint(
+                    reading.device_id,
+                    reading_index,
+                    reading.timestamp,
+                    reading.values,
+                    score,
+                    severity_name,
+                    field,
+                    alert,
+                )
+            )
+        return points
 
     def detections(self, chosen: list[int]) -> list[Detection]:
         """The :class:`Detection` of each reading of ``chosen`` (indexes into this step)."""

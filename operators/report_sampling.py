@@ -15,11 +15,49 @@ of each stream and the report thins it further when the stream ends.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, NamedTuple
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from operators.device import Detection
 
 MIN_POINTS_PER_DEVICE = 50
 """However large the fleet, the report keeps at least this many readings of every device it
 draws; so it draws at most ``FLEAD_REPORT_POINTS`` / this many devices."""
+
+
+class ReportPoint(NamedTuple):
+    """A reading as the run report takes it: what its chart shows of it, and no more. A
+    shard's points cross to the summary's worker, where a detection would cost ten times as
+    much to pickle."""
+
+    device_id: str
+    reading_index: int
+    """The reading's place in its device's stream, from 1."""
+    timestamp: float
+    values: dict[str, float]
+    score: float
+    severity: str | None
+    """``None``: not an anomaly."""
+    field: str
+    """The field whose evidence was rarest (an anomaly's; empty otherwise)."""
+    alert: bool
+
+
+def report_point(detection: Detection) -> ReportPoint:
+    reading = detection.reading
+    severity, field = (detection.severity or "warning", detection.field) if detection.is_anomaly else (None, "")
+    return ReportPoint(
+        reading.device_id,
+        detection.reading_index,
+        reading.timestamp,
+        reading.values,
+        detection.score,
+        severity,
+        field,
+        detection.alert,
+    )
 
 
 def stride(readings: int, capacity: int) -> int:

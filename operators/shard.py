@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import orjson
@@ -19,7 +20,14 @@ from operators.device_arrays import SEVERITIES, DeviceArrays, Step
 from operators.evaluation import FINISHED, ConfusionCounts
 from operators.fedavg import GlobalModel, LocalUpdate
 from operators.messages import MessageLimits, RawMessage, Rejection, Telemetry, decode_raw, excerpt, iso_timestamp
-from operators.report_sampling import MIN_POINTS_PER_DEVICE, capacity_per_device, is_kept, kept_many
+from operators.report_sampling import (
+    MIN_POINTS_PER_DEVICE,
+    ReportPoint,
+    capacity_per_device,
+    is_kept,
+    kept_many,
+    report_point,
+)
 from operators.update_validation import edge_update_message
 
 ARRAY_STEP_DEVICES = 8
@@ -121,12 +129,27 @@ def combined_counters(counters: Iterable[ShardCounters]) -> ShardCounters:
 
 
 @dataclass(slots=True)
+class _Collected:
+    """What a batch's readings produced so far, each with its place in the batch."""
+
+    detections: list[tuple[int, Detection]] = field(default_factory=list)
+    report: list[tuple[int, ReportPoint]] = field(default_factory=list)
+    updates: list[tuple[int, LocalUpdate]] = field(default_factory=list)
+
+    @staticmethod
+    def in_order(placed: list[tuple[int, Any]]) -> list[Any]:
+        """The items in the batch's order (steps collect them device by device)."""
+        placed.sort(key=lambda pair: pair[0])
+        return [item for _, item in placed]
+
+
+@dataclass(slots=True)
 class ShardResult:
     """Everything one shard produced from one batch: one item downstream instead of many."""
 
     detections: list[Detection] = field(default_factory=list)
     """The flagged readings; every reading when scores are asked for."""
-    report: list[Detection] = field(default_factory=list)
+    report: list[ReportPoint] = field(default_factory=list)
     """The readings the run report may keep (``operators/report_sampling.py``) and the
     anomalies, of the devices it draws."""
     updates: list[LocalUpdate] = field(default_factory=list)
@@ -199,9 +222,7 @@ class ShardState:
         report_capacity = capacity_per_device(self.report_points, len(self.drawn)) if self.report_points else 0
         clock = self.clock
         devices = self.devices
-        found: list[tuple[int, Detection, bool]] = []
-        """(place in the batch, detection, whether the report gets it)"""
-        closed: list[tuple[int, LocalUpdate]] = []
+        collected = _Collected()
         segment: list[tuple[int, int, Telemetry]] = []
         """The readings since the last global model: (place in the batch, device row, reading)."""
         for place, item in enumerate(batch):
@@ -212,7 +233,7 @@ class ShardState:
                     result.rejections.append(item)
                     continue
             elif isinstance(item, GlobalModel):
-                self._observe(segment, now, report_capacity, counters, found, closed)
+                self._observe(segment, now, report_capacity, counters, collected)
                 segment = []
                 self.receive_global(item, counters)
                 continue
@@ -225,13 +246,10 @@ class ShardState:
             if item.timestamp > clock:
                 clock = item.timestamp
             segment.append((place, row, item))
-        self._observe(segment, now, report_capacity, counters, found, closed)
-        found.sort(key=lambda entry: entry[0])
-        closed.sort(key=lambda pair: pair[0])
-        emit_scores = self.emit_scores
-        result.detections = [detection for _, detection, _ in found if emit_scores or detection.is_anomaly]
-        result.report = [detection for _, detection, to_report in found if to_report]
-        result.updates = [update for _, update in closed]
+        self._observe(segment, now, report_capacity, counters, collected)
+        result.detections = collected.in_order(collected.detections)
+        result.report = collected.in_order(collected.report)
+        result.updates = collected.in_order(collected.updates)
         self.clock = clock
         idle_seconds = self.device_limits.idle_seconds
         if idle_seconds and clock >= self.next_idle_sweep:
@@ -246,11 +264,9 @@ class ShardState:
         now: float,
         report_capacity: int,
         counters: ShardCounters,
-        found: list[tuple[int, Detection, bool]],
-        closed: list[tuple[int, LocalUpdate]],
+        collected: _Collected,
     ) -> None:
-        """Score a segment's readings in steps; what they found goes into ``found`` and
-        ``closed`` with each reading's place in the batch."""
+        """Score a segment's readings in steps, into ``collected``."""
         if not segment:
             return
         queues: dict[int, list[tuple[int, int, Telemetry]]] = {}
@@ -270,7 +286,7 @@ class ShardState:
                 np.fromiter((row for _, row, _ in taken), np.int64, len(taken)),
                 self.global_model,
             )
-            self._collect_step(step, [place for place, _, _ in taken], report_capacity, counters, found, closed)
+            self._collect_step(step, [place for place, _, _ in taken], report_capacity, counters, collected)
             depth += 1
         for queue in ordered:
             if len(queue) <= depth:
@@ -279,9 +295,9 @@ class ShardState:
             device = self.arrays.device(row)
             for place, _, reading in queue[depth:]:
                 detection, update = device.observe(reading, self.settings, self.global_model)
-                self._collect_one(place, detection, report_capacity, counters, found)
+                self._collect_one(place, detection, report_capacity, counters, collected)
                 if update is not None:
-                    closed.append((place, update))
+                    collected.updates.append((place, update))
             self.arrays.store(row, device)
 
     def _collect_step(
@@ -290,45 +306,39 @@ class ShardState:
         places: list[int],
         report_capacity: int,
         counters: ShardCounters,
-        found: list[tuple[int, Detection, bool]],
-        closed: list[tuple[int, LocalUpdate]],
+        collected: _Collected,
     ) -> None:
         counters.processed += len(places)
         flagged = step.is_anomaly
-        reported: set[int] = set()
         if report_capacity:
             candidates = np.flatnonzero(flagged | kept_many(step.reading_index, report_capacity)).tolist()
-            reported = set(self._drawn(step.readings, candidates, flagged.tolist(), counters))
-        if self.emit_scores:
-            emitted = list(range(len(places)))
-        else:
-            emitted = sorted(reported.union(np.flatnonzero(flagged).tolist()))
-        found.extend(
-            (places[i], detection, i in reported)
-            for i, detection in zip(emitted, step.detections(emitted), strict=True)
-        )
+            chosen = self._drawn(step.readings, candidates, flagged.tolist(), counters)
+            collected.report.extend(zip([places[i] for i in chosen], step.report_points(chosen), strict=True))
+        emitted = list(range(len(places))) if self.emit_scores else np.flatnonzero(flagged).tolist()
+        collected.detections.extend(zip([places[i] for i in emitted], step.detections(emitted), strict=True))
         if flagged.any():
             for severity, n in zip(*np.unique(step.severity[flagged], return_counts=True), strict=True):
                 name = SEVERITIES[severity]
                 counters.anomalies[name] = counters.anomalies.get(name, 0) + int(n)
-        closed.extend((places[i], update) for i, update in step.updates if update is not None)
+        collected.updates.extend((places[i], update) for i, update in step.updates if update is not None)
         self._count_decisions(step, counters)
 
     def _collect_one(
-        self, place: int, detection: Detection, report_capacity: int, counters: ShardCounters, found: list
+        self, place: int, detection: Detection, report_capacity: int, counters: ShardCounters, collected: _Collected
     ) -> None:
         """What :meth:`_collect_step` does for a step, for one reading scored by its ``DeviceState``."""
         counters.processed += 1
         flagged = detection.is_anomaly
         if flagged:
             counters.anomalies[detection.severity] = counters.anomalies.get(detection.severity, 0) + 1
-        to_report = bool(
+        if flagged or self.emit_scores:
+            collected.detections.append((place, detection))
+        if (
             report_capacity
             and (flagged or is_kept(detection.reading_index, report_capacity))
             and self._drawn([detection.reading], [0], [flagged], counters)
-        )
-        if flagged or to_report or self.emit_scores:
-            found.append((place, detection, to_report))
+        ):
+            collected.report.append((place, report_point(detection)))
         label = detection.reading.label
         if label is not None:
             detection_counts = counters.detection

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from operators.device import Detection
 from operators.fedavg import GlobalModel
-from operators.report_sampling import MIN_POINTS_PER_DEVICE, capacity_per_device, stride
+from operators.report_sampling import MIN_POINTS_PER_DEVICE, ReportPoint, capacity_per_device, stride
 from report.data import AnomalyMark, DeviceTrace, ModelVersion, RunReport
 
 Point = tuple[int, float, dict[str, float], float]
@@ -75,29 +74,25 @@ class ReportCollector:
             if self.devices.pop(device_id, None) is not None:
                 self.undrawn.add(device_id)
 
-    def add_detections(self, detections: list[Detection]) -> None:
+    def add_points(self, points: list[ReportPoint]) -> None:
         devices = self.devices
         capacity = self.capacity
-        for detection in detections:
-            reading = detection.reading
-            trail = devices.get(reading.device_id)
+        for device_id, reading_index, timestamp, values, score, severity, field_name, alert in points:
+            trail = devices.get(device_id)
             if trail is None:
-                trail = self._trail(reading.device_id)
+                trail = self._trail(device_id)
                 if trail is None:
                     continue
                 capacity = self.capacity
-            if detection.reading_index <= trail.life_index:
+            if reading_index <= trail.life_index:
                 trail.earlier_lives = trail.last_index
-            trail.life_index = detection.reading_index
-            trail.last_index = index = trail.earlier_lives + detection.reading_index
-            trail.points.append((index, reading.timestamp, reading.values, detection.score))
-            if detection.is_anomaly:
-                severity = detection.severity or "warning"
+            trail.life_index = reading_index
+            trail.last_index = index = trail.earlier_lives + reading_index
+            trail.points.append((index, timestamp, values, score))
+            if severity is not None:
                 trail.anomalies_by_severity[severity] = trail.anomalies_by_severity.get(severity, 0) + 1
-                value = reading.values.get(detection.field, next(iter(reading.values.values())))
-                trail.marks.append(
-                    AnomalyMark(reading.timestamp, detection.field, value, severity, detection.score, detection.alert)
-                )
+                value = values.get(field_name, next(iter(values.values())))
+                trail.marks.append(AnomalyMark(timestamp, field_name, value, severity, score, alert))
             if len(trail.points) > 2 * capacity:
                 trail.points = _thinned(trail.points, stride(trail.last_index, capacity))
             if len(trail.marks) > 2 * capacity:

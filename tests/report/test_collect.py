@@ -9,7 +9,7 @@ from operators.device import DetectionSettings
 from operators.fedavg import GlobalModel
 from operators.local_model import ModelParameters
 from operators.messages import Telemetry
-from operators.report_sampling import MIN_POINTS_PER_DEVICE
+from operators.report_sampling import MIN_POINTS_PER_DEVICE, report_point
 from operators.shard import DeviceLimits, ShardState
 from report.collect import ReportCollector
 
@@ -27,11 +27,11 @@ def noisy(device: str, n: int, spike_at: tuple[int, ...] = (), seed: int = 3) ->
 def test_a_shard_sends_the_report_every_reading_of_a_short_stream_and_a_share_of_a_long_one():
     shard = ShardState(SETTINGS, emit_scores=False, report_points=100)
     short = shard.process(noisy("a", 60))
-    assert [d.reading_index for d in short.report] == list(range(1, 61))
+    assert [p.reading_index for p in short.report] == list(range(1, 61))
     long = shard.process(noisy("a", 2_000)[60:])
     # one device, capacity 100: spacing 2 up to 200, 4 up to 400, ... 32 up to 3,200
     expected = [n for n in range(61, 2_001) if n <= 100 or n % (1 << ((n - 1) // 100).bit_length()) == 0]
-    assert [d.reading_index for d in long.report if not d.is_anomaly] == [
+    assert [p.reading_index for p in long.report if p.severity is None] == [
         n for n in expected if n not in {d.reading_index for d in long.anomalies}
     ]
     assert len(long.report) < 2_000 // 4
@@ -50,17 +50,16 @@ def test_at_the_end_the_shard_counts_every_devices_readings_for_the_report():
 
 
 def collected(points: int, streams: dict[str, list[Telemetry]], sent: list | None = None) -> ReportCollector:
-    """What a collector gathers from one shard; ``sent`` receives every detection the shard sent it."""
+    """What a collector gathers from one shard; ``sent`` receives every point the shard sent it."""
     shard = ShardState(SETTINGS, emit_scores=False, report_points=points)
     collector = ReportCollector(points)
     for readings in streams.values():
         for start in range(0, len(readings), 250):
             result = shard.process(readings[start : start + 250])
-            detections = result.report
             collector.undraw(result.counters.undrawn)
-            collector.add_detections(detections)
+            collector.add_points(result.report)
             if sent is not None:
-                sent.extend(detections)
+                sent.extend(result.report)
     collector.add_readings(shard.finish().counters.readings_by_device)
     return collector
 
@@ -72,10 +71,10 @@ def test_the_report_lists_every_device_the_most_anomalies_first_with_exact_count
     assert [trace.device_id for trace in report.devices] == ["spiky", "quiet"]
     spiky, quiet = report.devices
     assert (spiky.readings, quiet.readings) == (700, 700)
-    flagged = [d for d in sent if d.is_anomaly and d.reading.device_id == "spiky"]
-    assert 1_000 + 60 * 400 in {d.reading.timestamp for d in flagged}
+    flagged = [p for p in sent if p.severity is not None and p.device_id == "spiky"]
+    assert 1_000 + 60 * 400 in {p.timestamp for p in flagged}
     assert [(m.time, m.severity, m.score, m.alert) for m in spiky.anomalies] == [
-        (d.reading.timestamp, d.severity, d.score, d.alert) for d in flagged
+        (p.timestamp, p.severity, p.score, p.alert) for p in flagged
     ]
     assert spiky.anomaly_count == len(flagged)
     assert spiky.anomalies[0].alert
@@ -126,8 +125,9 @@ def test_a_device_with_very_many_anomalies_keeps_a_bounded_number_of_marks_and_t
     shard = ShardState(settings, emit_scores=False, report_points=MIN_POINTS_PER_DEVICE)
     collector = ReportCollector(MIN_POINTS_PER_DEVICE)
     stream = noisy("d", 3_000)
-    detections = [d for start in range(0, 3_000, 100) for d in shard.process(stream[start : start + 100]).report]
-    collector.add_detections(detections)
+    results = [shard.process(stream[start : start + 100]) for start in range(0, 3_000, 100)]
+    detections = [d for result in results for d in result.detections]
+    collector.add_points([p for result in results for p in result.report])
     (trace,) = collector.report({}).devices
     assert trace.anomaly_count == sum(d.is_anomaly for d in detections) > 4 * MIN_POINTS_PER_DEVICE
     assert len(trace.anomalies) <= 2 * MIN_POINTS_PER_DEVICE
@@ -151,7 +151,7 @@ def test_a_device_dropped_when_idle_and_back_later_is_one_trace_counting_both_li
     later = [Telemetry("other", 90_000.0, {"value": 1.0})]  # a day later: "d" is dropped
     for readings in (first, later, second):
         result = shard.process(readings)
-        collector.add_detections(result.report)
+        collector.add_points(result.report)
         collector.add_readings(result.counters.readings_by_device)
     collector.add_readings(shard.finish().counters.readings_by_device)
     trace = next(trace for trace in collector.report({}).devices if trace.device_id == "d")
@@ -186,18 +186,28 @@ def test_a_device_with_an_anomaly_takes_the_place_of_the_longest_drawn_quiet_dev
     assert [trace.device_id for trace in report.devices] == ["spiky", "quiet1"]
     assert report.undrawn_devices == 2
     spiky = report.devices[0]
-    flagged = [d for d in sent if d.is_anomaly and d.reading.device_id == "spiky"]
+    flagged = [p for p in sent if p.severity is not None and p.device_id == "spiky"]
     assert spiky.anomaly_count == len(flagged) > 0 and spiky.readings == 700
-    assert spiky.anomalies[0].time == flagged[0].reading.timestamp <= spiky.times[0]  # drawn from then on
+    assert spiky.anomalies[0].time == flagged[0].timestamp <= spiky.times[0]  # drawn from then on
 
 
 def test_a_shard_sends_the_readings_of_the_devices_the_report_draws_and_every_anomaly_downstream():
     shard = ShardState(SETTINGS, emit_scores=False, report_points=2 * MIN_POINTS_PER_DEVICE)
     first = shard.process(steady("quiet0", 60) + steady("quiet1", 60) + steady("quiet2", 60))
-    assert {d.reading.device_id for d in first.report} == {"quiet0", "quiet1"}
+    assert {p.device_id for p in first.report} == {"quiet0", "quiet1"}
     spiky = shard.process(noisy("spiky", 700, spike_at=(400,), seed=4))
     flagged = [d for d in spiky.detections if d.is_anomaly]
     assert spiky.detections == spiky.anomalies == flagged != []  # the outputs get every anomaly
     assert spiky.counters.undrawn == ["quiet0"]  # the longest-drawn quiet device makes room
     assert spiky.report[0].reading_index == flagged[0].reading_index
     assert shard.drawn.keys() == {"quiet1", "spiky"}
+
+
+def test_a_step_of_arrays_gives_the_report_the_points_its_detections_would():
+    shard = ShardState(SETTINGS, emit_scores=True, report_points=100_000)
+    fleet = [reading for i in range(12) for reading in noisy(f"d{i}", 400, spike_at=(150, 300), seed=i)]
+    fleet.sort(key=lambda reading: reading.timestamp)  # every step holds one reading of each device
+    result = shard.process(fleet)
+    by_reading = {(d.reading.device_id, d.reading_index): d for d in result.detections}
+    assert len(result.report) == len(fleet) and any(p.severity for p in result.report)
+    assert result.report == [report_point(by_reading[(p.device_id, p.reading_index)]) for p in result.report]
