@@ -413,7 +413,7 @@ SETTINGS: tuple[Setting, ...] = (
         "FLEAD_DB_BUFFER_ROWS",
         "100000",
         _positive_int,
-        "Rows held in memory while the database is away; beyond it the oldest are dropped (and counted).",
+        "Rows a process holds in memory while the database is away; beyond it the oldest are dropped (and counted).",
     ),
     Setting(
         "FLEAD_DB_COMPRESS_AFTER",

@@ -31,7 +31,8 @@ class BufferedWriter:
     Counters (also exported as ``flead_sink_*`` metrics): ``written`` rows the database
     accepted, ``dropped`` rows lost (buffer full, refused by the database, or still waiting
     at close), ``rejected`` the refused ones among them, ``errors`` failed flushes,
-    ``retries`` flushes tried again. Every row put is written, dropped, or still ``buffered``.
+    ``retries`` flushes tried again. Every row put is written, dropped, or still ``buffered``;
+    :meth:`unwritten` lists the buffered ones, for a snapshot to keep across a crash.
 
     Parameters
     ----------
@@ -58,7 +59,7 @@ class BufferedWriter:
         self._batch_rows = max(1, min(batch_rows, max_buffered_rows // 2))
         self._first_backoff, self._max_backoff = backoff
         self._queue: deque[EncodedRow] = deque()
-        self._in_flight = 0
+        self._in_flight: list[EncodedRow] = []
         self._condition = threading.Condition()
         self._stopping = False
         self._give_up = False
@@ -77,13 +78,22 @@ class BufferedWriter:
     @property
     def buffered(self) -> int:
         with self._condition:
-            return len(self._queue) + self._in_flight
+            return len(self._queue) + len(self._in_flight)
+
+    def unwritten(self, table: str) -> list[EncodedRow]:
+        """``table``'s rows put and not yet known to be written, oldest first: the batch being
+        written (it may be committed already) and those waiting."""
+        with self._condition:
+            return [row for row in (*self._in_flight, *self._queue) if row[0] == table]
 
     def put(self, rows: Iterable[TableRow]) -> None:
         """Queue rows; never waits for the database. Raises ``ValueError`` for an unknown table."""
-        encoded = [(table, encode_row(table, row)) for table, row in rows]
+        self.put_encoded([(table, encode_row(table, row)) for table, row in rows])
+
+    def put_encoded(self, encoded: list[EncodedRow]) -> None:
+        """Queue rows encoded already (:meth:`unwritten`'s, after a resume)."""
         with self._condition:
-            overflow = max(0, len(self._queue) + self._in_flight + len(encoded) - self._max)
+            overflow = max(0, len(self._queue) + len(self._in_flight) + len(encoded) - self._max)
             from_queue = min(overflow, len(self._queue))
             for _ in range(from_queue):
                 self._queue.popleft()
@@ -109,10 +119,10 @@ class BufferedWriter:
                         return
                     take = min(self._batch_rows, len(self._queue))
                     batch = [self._queue.popleft() for _ in range(take)]
-                    self._in_flight = take
+                    self._in_flight = batch
                 flush = self._flush(batch)
                 with self._condition:
-                    self._in_flight = 0
+                    self._in_flight = []
                     if flush is not None:
                         rejected = len(flush.rejected)
                         self._buffered_metric.dec(len(batch) - rejected)
@@ -171,7 +181,7 @@ class BufferedWriter:
             self._condition.notify_all()
         self._thread.join(5.0)  # a write under way ends within the connection's timeouts
         with self._condition:
-            left = len(self._queue) + self._in_flight
+            left = len(self._queue) + len(self._in_flight)
             self._queue.clear()
             self._drop(left)
         if left:

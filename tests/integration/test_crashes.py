@@ -27,7 +27,7 @@ import pytest
 
 from deploy.local.servers import KafkaServer, PostgresServer, free_port
 from operators.messages import iso_timestamp
-from sinks.database_schema import connect
+from sinks.database_schema import connect, ensure_schema
 from tests.flead_runs import REPO, anomaly_rows_keys, environment, flead_command
 from tests.integration.test_kafka import consume, messages_on, produce, rows, topics_env
 
@@ -262,6 +262,38 @@ def test_sigkill_at_random_moments_resumes_to_the_same_rows(kafka, postgres, str
     summary = orjson.loads((tmp_path / "out" / "summary.json").read_bytes())
     assert_each_version_once(database, stream, context, summary)
     assert summary["rows_read"] == summary["rows_processed"] == stream.rows, context
+
+
+def slow_inserts(database: str, seconds: float) -> None:
+    """Every INSERT statement into the tables of many rows takes ``seconds`` longer: the
+    sink's writer falls behind the dataflow, as it does on a busy database."""
+    with connect(database) as conn:
+        ensure_schema(conn)
+        conn.execute(
+            "CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$ BEGIN PERFORM pg_sleep({seconds}); RETURN NULL; END $$"
+        )
+        for table in ("anomalies", "local_models"):
+            trigger = f"CREATE TRIGGER slow AFTER INSERT ON {table} FOR EACH STATEMENT"
+            conn.execute(f"{trigger} EXECUTE FUNCTION slow_insert()")
+
+
+def test_sigkill_while_the_database_lags_loses_no_row(kafka, postgres, stream, tmp_path):
+    """The writer is behind when the process is killed: rows made before the last snapshot
+    still wait in its buffer. The snapshot keeps them and the resumed run writes them."""
+    seed, rng = seeded()
+    database = new_database(postgres)
+    slow_inserts(database, 0.5)
+    recovery = new_recovery_store(tmp_path / "recovery")
+    command = flead_command("-r", str(recovery), "-s", "1", "-b", "0")
+    env = environment("kafka", tmp_path / "out", **stream.settings(kafka, database))
+    kills = [Kill(rng.uniform(stream.processing / 2, stream.processing))]
+
+    landed = resumed_after_kills(command, env, kills, tmp_path / "flead.log")
+
+    context = f"seed {seed}, kills {kills}"
+    assert landed and 0 < (landed[0].rows_processed or 0) < stream.rows, f"no kill mid-stream: {context}"
+    assert differences(table_rows(database), stream.reference) == {}, context
 
 
 def start_two_processes(command: list[str], env: dict[str, str], log: Path) -> list[subprocess.Popen[str]]:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import orjson
 import pytest
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
@@ -21,7 +22,7 @@ from psycopg.rows import dict_row
 from deploy.local.servers import free_port
 from instrumentation.masking import masked_url
 from sinks.buffered_writer import BufferedWriter
-from sinks.database_rows import dead_letter_id, write_rows
+from sinks.database_rows import dead_letter_id, encode_row, write_rows
 from sinks.database_schema import TABLES, connect, ensure_schema, prepare_database
 from sinks.timescale import TimescaleSink
 
@@ -343,6 +344,40 @@ def test_an_unknown_table_fails_loudly_in_write_batch(database):
     with pytest.raises(ValueError, match="scores"):
         writer.put([("scores", {"device_id": "x"})])
     assert writer.close(1) == 0
+    with pytest.raises(ValueError, match="scores"):
+        TimescaleSink(database).part_fn("scores")
+
+
+def test_the_rows_not_yet_written_are_a_tables_own_oldest_first():
+    refused = f"postgresql://flead@127.0.0.1:{free_port()}/flead"
+    writer = BufferedWriter(lambda: connect(refused), batch_rows=3, backoff=(0.01, 0.02))
+    rows = [model(i) for i in range(10)]
+    writer.put([*rows[:4], ("anomalies", EXAMPLES["anomalies"]), *rows[4:]])
+    wait_for(lambda: writer.errors >= 3)  # whether a batch is being tried or waits again, it is listed
+    assert writer.unwritten("local_models") == [(table, encode_row(table, row)) for table, row in rows]
+    assert writer.unwritten("anomalies") == [("anomalies", encode_row("anomalies", EXAMPLES["anomalies"]))]
+    assert writer.unwritten("dead_letters") == []
+    assert writer.close(0.1) == 11
+
+
+def test_rows_waiting_at_a_snapshot_are_written_by_the_resumed_partition(database_server, database):
+    """A crash while the writer is behind: the partition's snapshot holds the rows it had not
+    written, and the partition a resumed run builds from that snapshot writes them."""
+    prepare_database(database, None, None)  # once per process: the partitions below do not connect for it
+    database_server.stop_server()
+    try:
+        crashed = TimescaleSink(database, close_timeout=0.1).build_part("database", "local_models", None)
+        crashed.write_batch([[row for _, row in map(model, range(5))], model(5)[1]])
+        state = crashed.snapshot()
+        assert [orjson.loads(doc)["model_version"] for _, doc in state] == list(range(6))
+        crashed.close()  # the crashed run's writer gives up: its rows are gone with it
+    finally:
+        database_server.start_again()
+    assert versions(database) == []
+    resumed = TimescaleSink(database, close_timeout=10).build_part("database", "local_models", state)
+    resumed.write_batch([model(6)[1]])
+    resumed.close()
+    assert versions(database) == list(range(7))
 
 
 def test_the_password_never_appears_in_what_the_database_start_up_raises():

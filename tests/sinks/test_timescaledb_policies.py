@@ -154,13 +154,15 @@ def test_rows_older_than_the_retention_window_log_one_warning(timescaledb, caplo
     caplog.set_level(logging.WARNING, logger="flead.timescale")
     now = datetime.now(UTC)
     url = fresh_database(timescaledb)
-    partition = TimescaleSink(url, retain_for="30 days").build("database", 0, 1)
-    partition.write_batch([("anomalies", _row("anomalies", now - timedelta(hours=1), 1))])
+    sink = TimescaleSink(url, retain_for="30 days")
+    anomalies, models = (sink.build_part("database", table, None) for table in ("anomalies", "local_models"))
+    anomalies.write_batch([_row("anomalies", now - timedelta(hours=1), 1)])
     assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
     old = now - timedelta(days=400)
-    partition.write_batch([("anomalies", [_row("anomalies", old, 2), _row("anomalies", old, 3)])])
-    partition.write_batch([("local_models", _row("local_models", old, 4))])
-    partition.close()
+    anomalies.write_batch([[_row("anomalies", old, 2), _row("anomalies", old, 3)]])
+    models.write_batch([_row("local_models", old, 4)])
+    anomalies.close()
+    models.close()
     warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
     assert len(warnings) == 1, warnings
     assert "FLEAD_DB_RETAIN_FOR=30 days" in warnings[0] and "anomalies" in warnings[0]
@@ -170,8 +172,8 @@ def test_rows_older_than_the_retention_window_log_one_warning(timescaledb, caplo
 def test_without_retention_old_rows_are_written_without_a_warning_and_stay(timescaledb, caplog):
     caplog.set_level(logging.WARNING, logger="flead.timescale")
     url = fresh_database(timescaledb)
-    partition = TimescaleSink(url).build("database", 0, 1)
-    partition.write_batch([("anomalies", _row("anomalies", datetime(2014, 3, 7, tzinfo=UTC), 1))])
+    partition = TimescaleSink(url).build_part("database", "anomalies", None)
+    partition.write_batch([_row("anomalies", datetime(2014, 3, 7, tzinfo=UTC), 1)])
     partition.close()
     assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
     with connect(url) as conn:
