@@ -29,7 +29,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import bytewax.operators as op
-import orjson
 from bytewax.dataflow import Dataflow, Stream
 
 from dataflows import garbage_collection, stopping
@@ -38,6 +37,7 @@ from dataflows.initial_model import InitialModelSource, starting_model
 from dataflows.loopback import loopback_path
 from dataflows.sources import ReplaySource
 from dataflows.steps import AlertLogic, EvaluationLogic, FedAvgLogic, ShardLogic, SummaryLogic
+from operators.compact_json import dumps
 from operators.device import Detection
 from operators.fedavg import GlobalModel
 from operators.messages import Rejection
@@ -276,7 +276,7 @@ def topic_records(kafka: KafkaSettings) -> Callable[[tuple[str, list[Row]]], lis
         if table not in topic_and_key:
             return None
         topic, key = topic_and_key[table]
-        return [(topic, str(row[key]).encode(), orjson.dumps(row)) for row in rows]
+        return [(topic, str(row[key]).encode(), dumps(row)) for row in rows]
 
     return records
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
-import orjson
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.operators import StatefulBatchLogic
@@ -28,6 +27,7 @@ from dataflows import stopping
 from dataflows.config import ConfigError, Settings, start_or_exit
 from dataflows.kafka_admin import check_brokers, ensure_topics
 from dataflows.replay_files import read_replay
+from operators.compact_json import dumps
 from operators.messages import SINGLE_FIELD, MessageLimits, Telemetry, iso_timestamp
 from sinks.console import ReportSink
 from sinks.kafka import KafkaRecord, KafkaTopicsSink
@@ -44,7 +44,7 @@ def telemetry_message(reading: Telemetry, time_shift: float = 0.0) -> bytes:
     }
     if reading.label is not None:
         message["label"] = reading.label
-    return orjson.dumps(message)
+    return dumps(message)
 
 
 @dataclass

@@ -14,9 +14,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import psycopg
 
+from operators.compact_json import dumps
 from sinks.database_schema import TABLES, Table, first_line
 
 Row = dict[str, Any]
@@ -45,7 +45,7 @@ def encode_row(table: str, row: Row) -> bytes:
         row = {**row, "id": dead_letter_id(row)}
     if any(isinstance(value, str) and "\x00" in value for value in row.values()):
         row = {key: value.replace("\x00", "\ufffd") if isinstance(value, str) else value for key, value in row.items()}
-    return orjson.dumps(row)
+    return dumps(row)
 
 
 @dataclass

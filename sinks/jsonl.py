@@ -17,6 +17,8 @@ from typing import Any
 import orjson
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from operators.compact_json import dumps
+
 Row = dict[str, Any]
 
 
@@ -34,8 +36,8 @@ def reset_outputs(directory: Path, file_names: list[str], stale_names: list[str]
 
 
 def json_lines(rows: list[Row]) -> bytes:
-    dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
-    return b"".join(dumps(row, option=newline) for row in rows)
+    newline = orjson.OPT_APPEND_NEWLINE
+    return b"".join([dumps(row, newline) for row in rows])
 
 
 class JsonLinesPartition(StatefulSinkPartition[bytes, int]):
