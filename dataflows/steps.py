@@ -66,17 +66,17 @@ class ShardLogic(StatefulBatchLogic[ShardBatch | GlobalModel, ShardResult, Snaps
         if self.first_model is not None:
             items.append(self.first_model)
             self.first_model = None
-        close_rounds = False
+        slices_to_close = []
         for value in values:
             if type(value) is ShardBatch:
                 metrics.LATENCY.observe_many([now - reading.ingested_at for reading in value.readings])
                 items.extend(value.readings)
-                close_rounds = close_rounds or value.close_rounds
+                if value.close_rounds is not None:
+                    slices_to_close.append(value.close_rounds)
             else:
                 items.append(value)
         results = [self.state.process(items, now)]
-        if close_rounds:
-            results.append(self.state.close_rounds())
+        results.extend(self.state.close_rounds(part, parts) for part, parts in slices_to_close)
         return results, StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:

@@ -440,9 +440,15 @@ class ShardState:
         updates = self._close(rows)
         return ShardResult(updates=updates, counters=count_updates(ShardCounters(), updates))
 
-    def close_rounds(self) -> ShardResult:
-        """Close every partial round: the input has ended for these devices."""
-        updates = self._close(list(self.devices.values()))
+    def close_rounds(self, part: int = 0, parts: int = 1) -> ShardResult:
+        """Close the partial rounds of slice ``part`` of ``parts`` of the devices (by default all):
+        the input has ended for them.
+
+        Slices follow the devices' order, so closing every slice in turn gives the updates that
+        closing all at once would, while only one slice's updates are held at a time.
+        """
+        rows = list(self.devices.values())
+        updates = self._close(rows[len(rows) * part // parts : len(rows) * (part + 1) // parts])
         return ShardResult(updates=updates, counters=count_updates(ShardCounters(), updates))
 
     def finish(self) -> ShardResult:

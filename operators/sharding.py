@@ -50,17 +50,18 @@ class ShardBatch:
 
     key: str
     readings: list[Telemetry | RawMessage]
-    close_rounds: bool = False
-    """The input has ended: close the partial round of every device of the shard after these."""
+    close_rounds: tuple[int, int] | None = None
+    """``(slice, slices)``: the input has ended, so after these readings close the partial
+    rounds of that slice of the shard's devices (:meth:`ShardState.close_rounds`)."""
 
-    def __reduce__(self) -> tuple[Any, tuple[str, list[Any], bool]]:
+    def __reduce__(self) -> tuple[Any, tuple[str, list[Any], tuple[int, int] | None]]:
         """Undecoded readings cross between processes as plain tuples: pickle calls back into
         Python for every named tuple, which costs about five times as much."""
         readings = [tuple(r) if type(r) is RawMessage else r for r in self.readings]
         return _shard_batch, (self.key, readings, self.close_rounds)
 
 
-def _shard_batch(key: str, readings: list[Any], close_rounds: bool) -> ShardBatch:
+def _shard_batch(key: str, readings: list[Any], close_rounds: tuple[int, int] | None) -> ShardBatch:
     new = tuple.__new__
     return ShardBatch(key, [new(RawMessage, r) if type(r) is tuple else r for r in readings], close_rounds)
 

@@ -1,11 +1,11 @@
-"""The replay source: rows in batches, then one shard's round closing per batch, then the end."""
+"""The replay source: rows in batches, then the closing of one slice of a shard's rounds per batch, then the end."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from dataflows.sources import ReplaySource
+from dataflows.sources import CLOSING_SLICES, ReplaySource
 from operators.messages import MessageLimits, RawMessage
 from operators.run_totals import SourceProgress
 from operators.sharding import ShardBatch
@@ -36,7 +36,11 @@ def source(tmp_path):
     return source, fresh_starts
 
 
-def test_after_the_rows_each_shard_closes_its_rounds_in_a_batch_of_its_own(source):
+def closing(key: str, parts: range) -> list[list[ShardBatch]]:
+    return [[ShardBatch(key, [], close_rounds=(part, CLOSING_SLICES))] for part in parts]
+
+
+def test_after_the_rows_each_slice_of_a_shard_closes_its_rounds_in_a_batch_of_its_own(source):
     replay, fresh_starts = source
     partition = replay.build_part("telemetry", "replay", None)
     batches = drain(partition)
@@ -45,16 +49,14 @@ def test_after_the_rows_each_shard_closes_its_rounds_in_a_batch_of_its_own(sourc
         [RawMessage, RawMessage, RawMessage, SourceProgress],
         [RawMessage, RawMessage, SourceProgress],
     ]
-    assert batches[2:] == [
-        [ShardBatch("shard-0", [], close_rounds=True)],
-        [ShardBatch("shard-1", [], close_rounds=True)],
-    ]
-    rows_done, _loopback_offset, shards_closed = partition.snapshot()
-    assert (rows_done, shards_closed) == (5, 2)
+    every_slice = range(CLOSING_SLICES)
+    assert batches[2:] == closing("shard-0", every_slice) + closing("shard-1", every_slice)
+    rows_done, _loopback_offset, slices_closed = partition.snapshot()
+    assert (rows_done, slices_closed) == (5, 2 * CLOSING_SLICES)
 
 
-def test_a_resume_goes_on_with_the_shards_not_yet_closed(source):
+def test_a_resume_goes_on_with_the_slices_not_yet_closed(source):
     replay, fresh_starts = source
-    partition = replay.build_part("telemetry", "replay", (5, None, 1))
-    assert drain(partition) == [[ShardBatch("shard-1", [], close_rounds=True)]]
+    partition = replay.build_part("telemetry", "replay", (5, None, CLOSING_SLICES + 3))
+    assert drain(partition) == closing("shard-1", range(3, CLOSING_SLICES))
     assert fresh_starts == []

@@ -90,6 +90,19 @@ def test_finish_closes_partial_rounds_and_the_open_evaluation():
     assert result.counters.moves == {(1, FINISHED): 1}
 
 
+def test_closing_the_rounds_slice_by_slice_gives_the_updates_of_closing_them_at_once():
+    shard = ShardState(SETTINGS, emit_scores=False)
+    for i in range(11):  # partial rounds of 1 to 4 readings; d0, d5 and d10 have none open
+        shard.process([model(1, 5.0), *readings(5 + i % 5, device=f"d{i}", start=10.0 * i)])
+    at_once = pickle.loads(pickle.dumps(shard)).close_rounds()
+    slices = [shard.close_rounds(part, 4) for part in range(4)]
+    assert [len(result.updates) for result in slices] == [1, 3, 2, 2]  # d0-d1, d2-d4, d5-d7, d8-d10
+    sliced = [update for result in slices for update in result.updates]
+    assert [update.as_row() for update in sliced] == [update.as_row() for update in at_once.updates]
+    assert sum(result.counters.local_updates for result in slices) == at_once.counters.local_updates == 8
+    assert shard.close_rounds().updates == []
+
+
 def test_silent_devices_have_their_rounds_closed_after_idle_seconds():
     shard = ShardState(SETTINGS, emit_scores=False)
     shard.process(readings(3, device="quiet"), now=100.0)
