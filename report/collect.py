@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
+from math import nan
 from typing import Any
 
 from operators.fedavg import GlobalModel
 from operators.report_sampling import MIN_POINTS_PER_DEVICE, ReportPoint, capacity_per_device, stride
 from report.data import AnomalyMark, DeviceTrace, ModelVersion, RunReport
 
-Point = tuple[int, float, dict[str, float], float]
-"""``(reading index, event time, values, score)``."""
-
 
 @dataclass(slots=True)
 class _DeviceTrail:
-    points: list[Point] = field(default_factory=list)
+    """A drawn device's kept readings, as columns: a reading as a tuple with its values' dict
+    took about 300 bytes, and the report keeps up to 100 readings of each of 2,000 devices."""
+
+    indexes: array = field(default_factory=lambda: array("q"))
+    """Each kept reading's place in the device's whole stream."""
+    times: array = field(default_factory=lambda: array("d"))
+    scores: array = field(default_factory=lambda: array("d"))
+    values: dict[str, array] = field(default_factory=dict)
+    """Per field, aligned with :attr:`times`: NaN where a reading did not carry the field (the
+    values of a valid reading are finite)."""
     marks: list[AnomalyMark] = field(default_factory=list)
     anomalies_by_severity: dict[str, int] = field(default_factory=dict)
     last_index: int = 0
@@ -26,6 +34,36 @@ class _DeviceTrail:
     earlier_lives: int = 0
     readings: int = 0
     """The readings of the device's states that have ended, as the shards counted them."""
+
+    def append(self, index: int, timestamp: float, values: dict[str, float], score: float) -> None:
+        columns = self.values
+        if columns.keys() == values.keys():  # the usual case: the fields of the readings before
+            for name, value in values.items():
+                columns[name].append(value)
+        else:
+            kept = len(self.indexes)
+            for name, value in values.items():
+                column = columns.get(name)
+                if column is None:
+                    column = columns[name] = array("d", [nan]) * kept
+                column.append(value)
+            for column in columns.values():
+                if len(column) == kept:
+                    column.append(nan)
+        self.indexes.append(index)
+        self.times.append(timestamp)
+        self.scores.append(score)
+
+    def kept(self, spacing: int) -> list[int]:
+        """The positions of the readings that ``spacing`` keeps."""
+        return [position for position, index in enumerate(self.indexes) if index % spacing == 0]
+
+    def thin(self, spacing: int) -> None:
+        positions = self.kept(spacing)
+        self.indexes, self.times, self.scores = (
+            array(column.typecode, [column[i] for i in positions]) for column in (self.indexes, self.times, self.scores)
+        )
+        self.values = {name: array("d", [column[i] for i in positions]) for name, column in self.values.items()}
 
 
 class ReportCollector:
@@ -88,13 +126,13 @@ class ReportCollector:
                 trail.earlier_lives = trail.last_index
             trail.life_index = reading_index
             trail.last_index = index = trail.earlier_lives + reading_index
-            trail.points.append((index, timestamp, values, score))
+            trail.append(index, timestamp, values, score)
             if severity is not None:
                 trail.anomalies_by_severity[severity] = trail.anomalies_by_severity.get(severity, 0) + 1
                 value = values.get(field_name, next(iter(values.values())))
                 trail.marks.append(AnomalyMark(timestamp, field_name, value, severity, score, alert))
-            if len(trail.points) > 2 * capacity:
-                trail.points = _thinned(trail.points, stride(trail.last_index, capacity))
+            if len(trail.indexes) > 2 * capacity:
+                trail.thin(stride(trail.last_index, capacity))
             if len(trail.marks) > 2 * capacity:
                 trail.marks = _fewer_marks(trail.marks)
 
@@ -137,20 +175,22 @@ def _fewer_marks(marks: list[AnomalyMark]) -> list[AnomalyMark]:
     return fewer if len(fewer) <= 3 * len(marks) // 4 else marks[::2]
 
 
-def _thinned(points: list[Point], spacing: int) -> list[Point]:
-    return [point for point in points if point[0] % spacing == 0]
-
-
 def _trace(device_id: str, trail: _DeviceTrail, capacity: int) -> DeviceTrace:
     readings = max(trail.readings, trail.last_index)
-    points = _thinned(trail.points, stride(readings, capacity))
-    fields = list(dict.fromkeys(name for _, _, values, _ in points for name in values))
+    positions = trail.kept(stride(readings, capacity))
+    drawn = []  # (the first reading drawn with the field, its name, its values)
+    for name, column in trail.values.items():
+        values = [None if (value := column[i]) != value else value for i in positions]
+        first = next((n for n, value in enumerate(values) if value is not None), None)
+        if first is not None:
+            drawn.append((first, name, values))
+    drawn.sort(key=lambda entry: entry[0])
     return DeviceTrace(
         device_id=device_id,
         readings=readings,
         anomalies_by_severity=dict(sorted(trail.anomalies_by_severity.items())),
-        times=[time for _, time, _, _ in points],
-        values={name: [values.get(name) for _, _, values, _ in points] for name in fields},
-        scores=[score for _, _, _, score in points],
+        times=[trail.times[i] for i in positions],
+        values={name: values for _, name, values in drawn},
+        scores=[trail.scores[i] for i in positions],
         anomalies=trail.marks,
     )

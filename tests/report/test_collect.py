@@ -9,7 +9,7 @@ from operators.device import DetectionSettings
 from operators.fedavg import GlobalModel
 from operators.local_model import ModelParameters
 from operators.messages import Telemetry
-from operators.report_sampling import MIN_POINTS_PER_DEVICE, report_point
+from operators.report_sampling import MIN_POINTS_PER_DEVICE, ReportPoint, report_point
 from operators.shard import DeviceLimits, ShardState
 from report.collect import ReportCollector
 
@@ -211,3 +211,27 @@ def test_a_step_of_arrays_gives_the_report_the_points_its_detections_would():
     by_reading = {(d.reading.device_id, d.reading_index): d for d in result.detections}
     assert len(result.report) == len(fleet) and any(p.severity for p in result.report)
     assert result.report == [report_point(by_reading[(p.device_id, p.reading_index)]) for p in result.report]
+
+
+def test_a_reading_without_a_field_is_drawn_as_a_gap_in_that_field():
+    collector = ReportCollector(10_000)
+    readings = [{"a": 1.0}, {"a": 2.0, "b": -0.0}, {"b": 4.5}, {"c": 7.0}]
+    collector.add_points(
+        [ReportPoint("d", i + 1, 60.0 * i, values, 0.1 * i, None, "", False) for i, values in enumerate(readings)]
+    )
+    (trace,) = collector.report({}).devices
+    assert trace.times == [0.0, 60.0, 120.0, 180.0]
+    assert trace.values == {"a": [1.0, 2.0, None, None], "b": [None, -0.0, 4.5, None], "c": [None, None, None, 7.0]}
+    assert trace.scores == [0.0, 0.1, 0.2, 0.30000000000000004]
+
+
+def test_thinning_keeps_each_fields_values_with_their_readings():
+    collector = ReportCollector(MIN_POINTS_PER_DEVICE)  # one device, 50 points: thinned past 100
+    points = [
+        ReportPoint("d", n, float(n), {"even": float(n)} if n % 2 == 0 else {"odd": float(n)}, 0.0, None, "", False)
+        for n in range(1, 301)
+    ]
+    collector.add_points(points)
+    (trace,) = collector.report({}).devices
+    assert trace.times == [float(n) for n in range(8, 301, 8)]  # 300 readings in at most 50: every 8th
+    assert trace.values == {"even": trace.times}  # no odd reading is left, nor its field
