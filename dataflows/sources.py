@@ -4,7 +4,8 @@ When the rows run out, the source closes the devices' partial rounds one slice o
 per batch (a :class:`ShardBatch` with ``close_rounds``), :data:`CLOSING_SLICES` slices per
 shard, rather than leaving them all to the end of the input, where every device of the
 fleet would send its last update at the same moment: at 10,000 one-field devices that
-burst alone raised the peak RSS from ~3 KiB to ~8 KiB per device.
+burst alone raised the peak RSS from ~3 KiB to ~8 KiB per device, and closing a whole shard
+at once still made 78 MB of the peak of a replay of 100,000 devices in 4 shards.
 """
 
 from __future__ import annotations
