@@ -32,6 +32,12 @@ def dead_letter_id(row: Row) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
+def check_table(table: str) -> None:
+    """Raises ``ValueError`` unless ``table`` is one of the sink's tables."""
+    if table not in TABLES:
+        raise ValueError(f"no table {table!r} in the database sink (tables: {', '.join(TABLES)})")
+
+
 def encode_row(table: str, row: Row) -> bytes:
     """One row as the JSON object the insert reads; raises ``ValueError`` for an unknown table.
 
@@ -39,8 +45,7 @@ def encode_row(table: str, row: Row) -> bytes:
     U+FFFD in top-level strings (a dead letter's payload is arbitrary input); NaN and ±inf
     become null (orjson).
     """
-    if table not in TABLES:
-        raise ValueError(f"no table {table!r} in the database sink (tables: {', '.join(TABLES)})")
+    check_table(table)
     if table == "dead_letters":
         row = {**row, "id": dead_letter_id(row)}
     if any(isinstance(value, str) and "\x00" in value for value in row.values()):

@@ -29,7 +29,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from instrumentation.metrics import initialize_sink
 from operators.messages import iso_timestamp
 from sinks.buffered_writer import SINK, BufferedWriter
-from sinks.database_rows import EncodedRow, Row, TableRow
+from sinks.database_rows import EncodedRow, Row, TableRow, check_table
 from sinks.database_schema import TABLES, connect, prepare_database, retention_seconds
 
 log = logging.getLogger("flead.timescale")
@@ -177,8 +177,7 @@ class TimescaleSink(FixedPartitionedSink[Row | Sequence[Row], list[EncodedRow]])
 
     def part_fn(self, item_key: str) -> int:
         """Raises ``ValueError`` for an unknown table."""
-        if item_key not in TABLES:
-            raise ValueError(f"no table {item_key!r} in the database sink (tables: {', '.join(TABLES)})")
+        check_table(item_key)
         return self._tables.index(item_key)
 
     def build_part(self, step_id: str, for_part: str, resume_state: list[EncodedRow] | None) -> TimescalePartition:
