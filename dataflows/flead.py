@@ -39,9 +39,10 @@ from dataflows.sources import ReplaySource
 from dataflows.steps import AlertLogic, EvaluationLogic, FedAvgLogic, ShardLogic, SummaryLogic
 from operators.compact_json import dumps
 from operators.device import Detection
-from operators.fedavg import GlobalModel
+from operators.fedavg import GlobalModel, LocalUpdate
 from operators.messages import Rejection
 from operators.model_file import read_model_file
+from operators.replay_lockstep import ShardUpdates
 from operators.run_totals import SourceProgress
 from operators.shard import ShardResult, combined_counters
 from operators.sharding import ShardBatch, newest_to_every_shard, route_by_shard, shard_keys
@@ -76,11 +77,14 @@ def build_flow(
     report_points = 0 if settings.reads_kafka else settings.report_points
     source = inputs(flow, settings, keys)
 
-    # Device stage, keyed by shard; a global model goes to every shard.
-    keyed_batches = op.key_on("shard", source.shard_batches, lambda batch: batch.key)
-    keyed_models = op.flat_map_batch(
-        "to_every_shard", source.returned_models, lambda models: newest_to_every_shard(models, keys)
-    )
+    # Device stage, keyed by shard; a global model goes to every shard (in a replay, inside
+    # the batches).
+    device_input = op.key_on("shard", source.shard_batches, lambda batch: batch.key)
+    if source.returned_models is not None:
+        keyed_models = op.flat_map_batch(
+            "to_every_shard", source.returned_models, lambda models: newest_to_every_shard(models, keys)
+        )
+        device_input = op.merge("device_input", device_input, keyed_models)
     idle_seconds = settings.detection.round_seconds if settings.reads_kafka else None
     shard_logic = ShardLogic.builder(
         settings.detection,
@@ -91,10 +95,8 @@ def build_flow(
         settings.device_limits,
         initial_model,
     )
-    results = op.key_rm(
-        "shard_results",
-        op.stateful_batch("devices", op.merge("device_input", keyed_batches, keyed_models), shard_logic),
-    )
+    keyed_results = op.stateful_batch("devices", device_input, shard_logic)
+    results = op.key_rm("shard_results", keyed_results)
     # One item per worker and batch towards the single-key steps, rather than one per shard.
     shard_counters = op.flat_map_batch(
         "shard_counters", results, lambda batch: [combined_counters(result.counters for result in batch)]
@@ -106,6 +108,8 @@ def build_flow(
         "local_updates", results, lambda batch: [updates] if (updates := [u for r in batch for u in r.updates]) else []
     )
     federated_updates = local_updates
+    if not settings.reads_kafka:  # a replay's shards report every numbered batch, updates or none
+        federated_updates = op.flat_map_batch("shard_updates", keyed_results, shard_updates)
     if settings.edge_updates:  # edge clients' updates, checked, beside the shards' own
         from dataflows.edge_updates import edge_updates
 
@@ -118,18 +122,20 @@ def build_flow(
         settings.fedavg_updates,
         settings.fedavg_seconds,
         settings.detection,
+        keys,
         initial_model or continue_from,
         settings.federation,
     )
-    global_models = op.key_rm(
-        "global_models",
+    fedavg_out = op.key_rm(
+        "fedavg_out",
         op.stateful_batch("fedavg", op.key_on("federation", federated_updates, lambda _: "federation"), fedavg),
     )
     if initial_model is not None:
         published = op.input("initial_model", flow, InitialModelSource(initial_model))
-        global_models = op.merge("global_models_published", published, global_models)
-    if not settings.reads_kafka:
-        op.output("loopback", global_models, LoopbackSink(loopback_path(settings.out_dir)))
+        fedavg_out = op.merge("global_models_published", published, fedavg_out)
+    if not settings.reads_kafka:  # models and batch marks in the order FedAvg made them
+        op.output("loopback", fedavg_out, LoopbackSink(loopback_path(settings.out_dir)))
+    global_models = op.filter("global_models", fedavg_out, lambda item: type(item) is GlobalModel)
 
     # Live evaluation of each global version on the labelled stream.
     moves = op.filter("global_moves", shard_counters, lambda counters: bool(counters.moves))
@@ -172,31 +178,30 @@ def build_flow(
 
 class Inputs(NamedTuple):
     shard_batches: Stream[ShardBatch]
-    """Readings grouped by shard."""
+    """Readings grouped by shard; a replay's numbered, with the global models."""
     rejected: Stream[Rejection]
     """Input that is not a valid reading, found at the source."""
     read_progress: Stream[SourceProgress]
-    returned_models: Stream[GlobalModel]
-    """Global models coming back to the device stage."""
+    returned_models: Stream[GlobalModel] | None
+    """Global models coming back to the device stage from their topic (``None`` in a replay,
+    whose batches carry them)."""
 
 
 def inputs(flow: Dataflow, settings: Settings, keys: list[str]) -> Inputs:
     """Readings from the replay files or the telemetry topic; global models back through the
     loopback file (replay) or their topic (Kafka)."""
     kafka = settings.kafka
+    returned_models = None
     if settings.reads_kafka:
         from dataflows.kafka_sources import GlobalModelSource, TelemetrySource
 
         items = op.input("telemetry", flow, TelemetrySource(kafka, settings.limits, settings.batch_size))
-    else:
-        items = op.input("telemetry", flow, replay_source(settings))
-    routed = op.flat_map_batch("by_shard", items, lambda batch: route_by_shard(batch, keys))
-    split = op.branch("shard_batches_or_not", routed, lambda item: type(item) is ShardBatch)
-    others = split.falses
-    if settings.reads_kafka:
+        items = op.flat_map_batch("by_shard", items, lambda batch: route_by_shard(batch, keys))
         returned_models = op.input("global_models_in", flow, GlobalModelSource(kafka))
     else:
-        returned_models = of_type("returned_models", others, GlobalModel)
+        items = op.input("telemetry", flow, replay_source(settings))
+    split = op.branch("shard_batches_or_not", items, lambda item: type(item) is ShardBatch)
+    others = split.falses
     return Inputs(
         split.trues,
         of_type("rejected_at_source", others, Rejection),
@@ -256,6 +261,18 @@ def alert_outputs(alerts: AlertSettings, rows: Stream[tuple[str, list[Row]]]) ->
 
 def anomaly_rows(anomalies: list[Detection]) -> tuple[str, list[Row]]:
     return "anomalies", [detection.anomaly_row() for detection in anomalies]
+
+
+def shard_updates(results: list[tuple[str, ShardResult]]) -> list[ShardUpdates | list[LocalUpdate]]:
+    """A replay's updates towards FedAvg: each numbered batch's as its shard's report, even none;
+    the rest (the rounds closed at the end) as they come."""
+    reports: list[ShardUpdates | list[LocalUpdate]] = []
+    for key, result in results:
+        if result.batch is not None:
+            reports.append(ShardUpdates(result.batch, key, result.updates))
+        elif result.updates:
+            reports.append(result.updates)
+    return reports
 
 
 def score_rows(result: ShardResult) -> tuple[str, list[Row]]:

@@ -8,6 +8,8 @@ FedAvg output is appended to this file and the replay source reads new lines bet
 batches, like a consumer of that topic. A file rather than an in-memory queue because with
 several processes (``-i/-a``) the FedAvg step and the replay source may live in different
 processes. Every model carries its version, so a copy read twice (after a resume) is harmless.
+After the models of each replay batch comes a line that marks the batch done
+(``operators/replay_lockstep.py``).
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from pathlib import Path
 import orjson
 
 from operators.fedavg import GlobalModel
+from operators.replay_lockstep import BatchDone
 
 LOOPBACK_FILE = ".loopback-global-models.jsonl"
+DONE_KEY = "replay_batch_done"
+"""The key of a line that marks a replay batch done: ``{"replay_batch_done": 7}``."""
 
 
 def loopback_path(out_dir: Path) -> Path:
@@ -40,7 +45,7 @@ class LoopbackReader:
             offset = 0
         self.offset = offset
 
-    def poll(self) -> list[GlobalModel]:
+    def poll(self) -> list[GlobalModel | BatchDone]:
         try:
             if self.path.stat().st_size <= self.offset:
                 return []
@@ -51,4 +56,8 @@ class LoopbackReader:
             return []
         complete = chunk.rfind(b"\n") + 1
         self.offset += complete
-        return [GlobalModel.from_row(orjson.loads(line)) for line in chunk[:complete].splitlines() if line]
+        return [_item(orjson.loads(line)) for line in chunk[:complete].splitlines() if line]
+
+
+def _item(row: dict) -> GlobalModel | BatchDone:
+    return BatchDone(row[DONE_KEY]) if DONE_KEY in row else GlobalModel.from_row(row)

@@ -1,11 +1,15 @@
-"""The replay input: rows of files in time order, plus global models from the loopback.
+"""The replay input: rows of files in time order, in numbered batches that carry the global models.
+
+Each batch goes to every shard, and the source keeps step with FedAvg through the loopback
+(``operators/replay_lockstep.py``), so that the same input gives the same results with any
+number of workers and processes.
 
 When the rows run out, the source closes the devices' partial rounds one slice of a shard
-per batch (a :class:`ShardBatch` with ``close_rounds``), :data:`CLOSING_SLICES` slices per
-shard, rather than leaving them all to the end of the input, where every device of the
-fleet would send its last update at the same moment: at 10,000 one-field devices that
-burst alone raised the peak RSS from ~3 KiB to ~8 KiB per device, and closing a whole shard
-at once still made 78 MB of the peak of a replay of 100,000 devices in 4 shards.
+per batch (``close_rounds``), :data:`CLOSING_SLICES` slices per shard, rather than leaving
+them all to the end of the input, where every device of the fleet would send its last update
+at the same moment: at 10,000 one-field devices that burst alone raised the peak RSS from
+~3 KiB to ~8 KiB per device, and closing a whole shard at once still made 78 MB of the peak
+of a replay of 100,000 devices in 4 shards.
 """
 
 from __future__ import annotations
@@ -19,17 +23,18 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from dataflows import stopping
 from dataflows.loopback import LoopbackReader
 from dataflows.replay_files import BytesRead, Record, read_replay
+from dataflows.snapshots import IncompatibleSnapshot
 from dataflows.thread_state import hold_thread_state
-from operators.fedavg import GlobalModel
 from operators.messages import MessageLimits
+from operators.replay_lockstep import ReturnedModels
 from operators.run_totals import SourceProgress
-from operators.sharding import ShardBatch
+from operators.sharding import ShardBatch, numbered_batches
 
-ReplayItem = Record | GlobalModel | SourceProgress | ShardBatch
-ReplayPosition = tuple[int, int, int]
-"""Rows emitted so far, the loopback offset and the slices whose rounds were closed: the
-merged stream is deterministic, so a resume re-reads the files and skips what was already
-emitted."""
+ReplayItem = Record | SourceProgress | ShardBatch
+ReplayPosition = tuple[int, int, int, int]
+"""Rows emitted so far, the loopback offset, the slices whose rounds were closed, and the
+batches emitted: the rows are in a fixed order, so a resume re-reads the files and skips
+what was already emitted."""
 
 CLOSING_SLICES = 16
 """Slices per shard in which the rounds are closed when the rows run out: with 100,000 devices
@@ -49,7 +54,13 @@ class _ReplayPartition(StatefulSourcePartition[ReplayItem, ReplayPosition]):
     ) -> None:
         if resume is None:
             on_fresh_start()
-        rows_done, loopback_offset, self._slices_closed = resume if resume is not None else (0, None, 0)
+        elif len(resume) != len(ReplayPosition.__args__):
+            raise IncompatibleSnapshot(
+                f"cannot resume the replay from this recovery store: its position {resume!r} was written by "
+                "an earlier FLEAD build. Resume with the build that wrote it, or start over with a new store."
+            )
+        position = resume if resume is not None else (0, None, 0, 0)
+        rows_done, loopback_offset, self._slices_closed, self._batches = position
         self._shard_keys = shard_keys
         self._bytes = BytesRead()
         self._records = read_replay(path, limits, undecoded=True, tally=self._bytes)
@@ -60,26 +71,40 @@ class _ReplayPartition(StatefulSourcePartition[ReplayItem, ReplayPosition]):
         self._rows_done = rows_done
         self._batch_size = batch_size
         self._loopback = LoopbackReader(loopback, loopback_offset)
+        # The batches before a resume were done: the recovery store commits an epoch only
+        # once every step, FedAvg included, has taken what the source emitted in it.
+        self._returned = ReturnedModels(done=self._batches - 1)
 
     def next_batch(self) -> list[ReplayItem]:
         if stopping.requested():
             raise StopIteration
-        models = self._loopback.poll()
-        rows = list(islice(self._records, self._batch_size))
-        if rows:
-            self._rows_done += len(rows)
-            read, self._bytes_reported = self._bytes.total - self._bytes_reported, self._bytes.total
-            return [*models, *rows, SourceProgress(len(rows), read)]
+        returned = self._returned
+        returned.read(self._loopback.poll())
+        batch = self._batches
+        if not returned.may_emit(batch):
+            return []  # FedAvg is behind: wait for it
         if self._slices_closed < len(self._shard_keys) * CLOSING_SLICES:
+            model = returned.for_batch(batch)
+            rows = list(islice(self._records, self._batch_size))
+            self._batches += 1
+            if rows:
+                self._rows_done += len(rows)
+                read, self._bytes_reported = self._bytes.total - self._bytes_reported, self._bytes.total
+                return [SourceProgress(len(rows), read), *numbered_batches(rows, self._shard_keys, batch, model)]
             shard, part = divmod(self._slices_closed, CLOSING_SLICES)
             self._slices_closed += 1
-            return [*models, ShardBatch(self._shard_keys[shard], [], close_rounds=(part, CLOSING_SLICES))]
-        if not models:
+            closing = numbered_batches([], self._shard_keys, batch, model)
+            closing[shard].close_rounds = (part, CLOSING_SLICES)
+            return closing
+        if returned.done < batch - 1:
+            return []  # every batch is out: wait for the last ones to be done
+        model = returned.rest()
+        if model is None:
             raise StopIteration
-        return models
+        return [ShardBatch(key, [], model=model) for key in self._shard_keys]
 
     def snapshot(self) -> ReplayPosition:
-        return self._rows_done, self._loopback.offset, self._slices_closed
+        return self._rows_done, self._loopback.offset, self._slices_closed, self._batches
 
 
 class ReplaySource(FixedPartitionedSource[ReplayItem, ReplayPosition]):

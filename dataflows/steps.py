@@ -17,6 +17,7 @@ from operators.device import Detection, DetectionSettings
 from operators.evaluation import EvaluationAggregator
 from operators.fedavg import FedAvgAggregator, FederationRules, GlobalModel, LocalUpdate
 from operators.messages import MessageLimits, RawMessage, Rejection, Telemetry
+from operators.replay_lockstep import BatchDone, BatchOrder, ShardUpdates
 from operators.run_totals import RunTotals, SourceProgress
 from operators.shard import DeviceLimits, ShardCounters, ShardResult, ShardState
 from operators.sharding import ShardBatch
@@ -61,23 +62,39 @@ class ShardLogic(StatefulBatchLogic[ShardBatch | GlobalModel, ShardResult, Snaps
         return build
 
     def on_batch(self, values: list[ShardBatch | GlobalModel]) -> tuple[list[ShardResult], bool]:
+        """Live input's batches and models in one go; each numbered replay batch on its own,
+        as its result reports that batch's updates."""
         now = time.time()
         items: list[Telemetry | RawMessage | GlobalModel] = []
         if self.first_model is not None:
             items.append(self.first_model)
             self.first_model = None
-        slices_to_close = []
+        results = []
         for value in values:
-            if type(value) is ShardBatch:
-                metrics.LATENCY.observe_many([now - reading.ingested_at for reading in value.readings])
-                items.extend(value.readings)
-                if value.close_rounds is not None:
-                    slices_to_close.append(value.close_rounds)
-            else:
+            if type(value) is not ShardBatch:
                 items.append(value)
-        results = [self.state.process(items, now)]
-        results.extend(self.state.close_rounds(part, parts) for part, parts in slices_to_close)
+                continue
+            metrics.LATENCY.observe_many([now - reading.ingested_at for reading in value.readings])
+            if value.model is not None:
+                items.append(value.model)
+            items.extend(value.readings)
+            if value.batch is not None:
+                results.append(self._replay_batch(items, value, now))
+                items = []
+        if items or not results:
+            results.append(self.state.process(items, now))
         return results, StatefulBatchLogic.RETAIN
+
+    def _replay_batch(
+        self, items: list[Telemetry | RawMessage | GlobalModel], batch: ShardBatch, now: float
+    ) -> ShardResult:
+        result = self.state.process(items, now)
+        if batch.close_rounds is not None:
+            closed = self.state.close_rounds(*batch.close_rounds)
+            result.updates.extend(closed.updates)
+            result.counters.merge(closed.counters)
+        result.batch = batch.batch
+        return result
 
     def notify_at(self) -> datetime | None:
         if self.next_idle_check is None:
@@ -99,9 +116,14 @@ class ShardLogic(StatefulBatchLogic[ShardBatch | GlobalModel, ShardResult, Snaps
         return Snapshot(self.state)
 
 
-class FedAvgLogic(StatefulBatchLogic[list[LocalUpdate], GlobalModel, Snapshot]):
-    def __init__(self, aggregator: FedAvgAggregator) -> None:
+class FedAvgLogic(StatefulBatchLogic[list[LocalUpdate] | ShardUpdates, GlobalModel | BatchDone, Snapshot]):
+    """FedAvg on one key. A replay's updates come as each shard's report of each numbered batch,
+    and are taken batch by batch in a fixed order (``operators/replay_lockstep.py``), each
+    batch's models followed by its :class:`BatchDone`; live input's as they come."""
+
+    def __init__(self, aggregator: FedAvgAggregator, order: BatchOrder) -> None:
         self.aggregator = aggregator
+        self.order = order
 
     @classmethod
     def builder(
@@ -109,14 +131,16 @@ class FedAvgLogic(StatefulBatchLogic[list[LocalUpdate], GlobalModel, Snapshot]):
         every_updates: int,
         every_seconds: float,
         detection: DetectionSettings,
+        shards: list[str],
         continue_from: GlobalModel | None = None,
         rules: FederationRules | None = None,
     ):
-        """``continue_from``: the newest global model made before this run, for a start without recovery state."""
+        """``shards``: every shard key, which reports each replay batch; ``continue_from``: the
+        newest global model made before this run, for a start without recovery state."""
 
         def build(resume: StoredSnapshot | None) -> FedAvgLogic:
             if resume is not None:
-                return cls(thaw(resume, "fedavg"))
+                return cls(*thaw(resume, "fedavg"))
             aggregator = FedAvgAggregator(
                 every_updates,
                 every_seconds,
@@ -126,17 +150,24 @@ class FedAvgLogic(StatefulBatchLogic[list[LocalUpdate], GlobalModel, Snapshot]):
             )
             if continue_from is not None:
                 aggregator.adopt(continue_from)
-            return cls(aggregator)
+            return cls(aggregator, BatchOrder(shards))
 
         return build
 
-    def on_batch(self, values: list[list[LocalUpdate]]) -> tuple[list[GlobalModel], bool]:
+    def on_batch(self, values: list[list[LocalUpdate] | ShardUpdates]) -> tuple[list[GlobalModel | BatchDone], bool]:
         add = self.aggregator.add
-        models = [model for updates in values for update in updates if (model := add(update)) is not None]
-        return models, StatefulBatchLogic.RETAIN
+        out: list[GlobalModel | BatchDone] = []
+        for value in values:
+            if type(value) is not ShardUpdates:
+                out.extend(model for update in value if (model := add(update)) is not None)
+                continue
+            for batch, updates in self.order.offer(value):
+                out.extend(model for update in updates if (model := add(update)) is not None)
+                out.append(BatchDone(batch))
+        return out, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> Snapshot:
-        return Snapshot(self.aggregator)
+        return Snapshot((self.aggregator, self.order))
 
 
 class EvaluationLogic(StatefulBatchLogic[ShardCounters, dict[str, Any], Snapshot]):

@@ -156,6 +156,8 @@ class ShardResult:
     counters: ShardCounters = field(default_factory=ShardCounters)
     rejections: list[Rejection] = field(default_factory=list)
     """Undecoded messages that turned out not to be valid."""
+    batch: int | None = None
+    """The numbered replay batch whose updates these are (``operators/replay_lockstep.py``)."""
 
     @property
     def anomalies(self) -> list[Detection]:

@@ -50,20 +50,32 @@ class ShardBatch:
 
     key: str
     readings: list[Telemetry | RawMessage]
+    batch: int | None = None
+    """The replay batch's number (``operators/replay_lockstep.py``): the shard reports its
+    updates from it, even none. ``None`` for live input."""
+    model: GlobalModel | None = None
+    """A replay's newest global model, adopted before the readings."""
     close_rounds: tuple[int, int] | None = None
     """``(slice, slices)``: the input has ended, so after these readings close the partial
     rounds of that slice of the shard's devices (:meth:`ShardState.close_rounds`)."""
 
-    def __reduce__(self) -> tuple[Any, tuple[str, list[Any], tuple[int, int] | None]]:
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Undecoded readings cross between processes as plain tuples: pickle calls back into
         Python for every named tuple, which costs about five times as much."""
         readings = [tuple(r) if type(r) is RawMessage else r for r in self.readings]
-        return _shard_batch, (self.key, readings, self.close_rounds)
+        return _shard_batch, (self.key, readings, self.batch, self.model, self.close_rounds)
 
 
-def _shard_batch(key: str, readings: list[Any], close_rounds: tuple[int, int] | None) -> ShardBatch:
+def _shard_batch(
+    key: str,
+    readings: list[Any],
+    batch: int | None,
+    model: GlobalModel | None,
+    close_rounds: tuple[int, int] | None,
+) -> ShardBatch:
     new = tuple.__new__
-    return ShardBatch(key, [new(RawMessage, r) if type(r) is tuple else r for r in readings], close_rounds)
+    readings = [new(RawMessage, r) if type(r) is tuple else r for r in readings]
+    return ShardBatch(key, readings, batch, model, close_rounds)
 
 
 def route_by_shard(items: list[Any], keys: list[str]) -> list[Any]:
@@ -82,6 +94,15 @@ def route_by_shard(items: list[Any], keys: list[str]) -> list[Any]:
         else:
             others.append(item)
     return [*others, *(ShardBatch(key, readings) for key, readings in by_shard.items())]
+
+
+def numbered_batches(items: list[Any], keys: list[str], batch: int, model: GlobalModel | None) -> list[Any]:
+    """A replay batch: its readings grouped by shard as :func:`route_by_shard` does, numbered
+    ``batch``, with ``model``, and one :class:`ShardBatch` for every shard, empty or not."""
+    routed = route_by_shard(items, keys)
+    others = [item for item in routed if type(item) is not ShardBatch]
+    readings = {item.key: item.readings for item in routed if type(item) is ShardBatch}
+    return [*others, *(ShardBatch(key, readings.get(key, []), batch, model) for key in keys)]
 
 
 def newest_to_every_shard(models: list[GlobalModel], keys: list[str]) -> list[tuple[str, GlobalModel]]:

@@ -1,4 +1,5 @@
-"""The sink side of the replay loopback: global models appended for the replay source to read."""
+"""The sink side of the replay loopback: global models, and the marks of replay batches done,
+appended for the replay source to read."""
 
 from __future__ import annotations
 
@@ -8,36 +9,39 @@ from pathlib import Path
 import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from dataflows.loopback import DONE_KEY
 from operators.fedavg import GlobalModel
+from operators.replay_lockstep import BatchDone
 
 
 class LoopbackWriter:
-    """Appends global models; each line is written whole with one ``write`` on an O_APPEND file."""
+    """Appends global models and marks; each line is written whole with one ``write`` on an O_APPEND file."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
-    def publish(self, model: GlobalModel) -> None:
-        os.write(self._fd, orjson.dumps(model.as_row()) + b"\n")
+    def publish(self, item: GlobalModel | BatchDone) -> None:
+        row = {DONE_KEY: item.batch} if type(item) is BatchDone else item.as_row()
+        os.write(self._fd, orjson.dumps(row) + b"\n")
 
     def close(self) -> None:
         os.close(self._fd)
 
 
-class _LoopbackPartition(StatelessSinkPartition[GlobalModel]):
+class _LoopbackPartition(StatelessSinkPartition[GlobalModel | BatchDone]):
     def __init__(self, path: Path) -> None:
         self._writer = LoopbackWriter(path)
 
-    def write_batch(self, items: list[GlobalModel]) -> None:
-        for model in items:
-            self._writer.publish(model)
+    def write_batch(self, items: list[GlobalModel | BatchDone]) -> None:
+        for item in items:
+            self._writer.publish(item)
 
     def close(self) -> None:
         self._writer.close()
 
 
-class LoopbackSink(DynamicSink[GlobalModel]):
+class LoopbackSink(DynamicSink[GlobalModel | BatchDone]):
     def __init__(self, path: Path) -> None:
         self._path = path
 

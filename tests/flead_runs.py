@@ -21,7 +21,7 @@ def flead_command(*args: str, dataflow: str = "dataflows.flead") -> list[str]:
 def environment(input_path: Path | str, out_dir: Path, **extra: str) -> dict[str, str]:
     """The settings of a test run. The fleet's normal model is off (``FLEAD_NORMAL_PRIOR_READINGS=0``)
     unless ``extra`` turns it on: with it, a device's scores depend on when global models reach
-    it, which differs between worker layouts, inputs and restarts that these tests compare."""
+    it, which differs between the Kafka runs, inputs and restarts that these tests compare."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEAD_")}
     env.update(
         {

@@ -142,7 +142,7 @@ def test_undecoded_readings_give_the_results_of_decoded_ones_and_bad_lines_are_r
 
 
 def test_a_shard_batch_pickles_to_an_equal_batch():
-    batch = ShardBatch("shard-1", [undecoded(readings(1)[0], 1), *readings(2)], close_rounds=(3, 16))
+    batch = ShardBatch("shard-1", [undecoded(readings(1)[0], 1), *readings(2)], 7, model(3, 0.5), close_rounds=(3, 16))
     copy = pickle.loads(pickle.dumps(batch))
     assert copy == batch
     assert [type(r) for r in copy.readings] == [RawMessage, Telemetry, Telemetry]
