@@ -74,6 +74,8 @@ class _ReplayPartition(StatefulSourcePartition[ReplayItem, ReplayPosition]):
         # The batches before a resume were done: the recovery store commits an epoch only
         # once every step, FedAvg included, has taken what the source emitted in it.
         self._returned = ReturnedModels(done=self._batches - 1)
+        self._next_rows: list[Record] | None = None
+        """Rows read ahead while waiting for FedAvg, not yet emitted (nor counted in the position)."""
 
     def next_batch(self) -> list[ReplayItem]:
         if stopping.requested():
@@ -82,10 +84,13 @@ class _ReplayPartition(StatefulSourcePartition[ReplayItem, ReplayPosition]):
         returned.read(self._loopback.poll())
         batch = self._batches
         if not returned.may_emit(batch):
-            return []  # FedAvg is behind: wait for it
+            if self._next_rows is None:  # FedAvg is behind: read the next rows while waiting for it
+                self._next_rows = list(islice(self._records, self._batch_size))
+            return []
         if self._slices_closed < len(self._shard_keys) * CLOSING_SLICES:
             model = returned.for_batch(batch)
-            rows = list(islice(self._records, self._batch_size))
+            rows = self._next_rows if self._next_rows is not None else list(islice(self._records, self._batch_size))
+            self._next_rows = None
             self._batches += 1
             if rows:
                 self._rows_done += len(rows)

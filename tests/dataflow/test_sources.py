@@ -120,3 +120,19 @@ def test_a_position_of_an_earlier_build_stops_the_resume_saying_so(replay):
     source, _ = replay
     with pytest.raises(IncompatibleSnapshot, match="earlier FLEAD build"):
         source.build_part("telemetry", "replay", (5, None, CLOSING_SLICES + 3))
+
+
+def test_rows_read_while_waiting_go_out_in_their_place_and_count_once_emitted(tmp_path):
+    lines = [{"device_id": "d0", "timestamp": 1_700_000_000 + i, "data": float(i)} for i in range(5)]
+    (tmp_path / "in.jsonl").write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    source = ReplaySource(tmp_path / "in.jsonl", MessageLimits(), 2, loopback_path(tmp_path), lambda: None, KEYS)
+    fedavg = FedAvgStandIn(tmp_path)
+    partition = source.build_part("telemetry", "replay", None)
+    emitted = [partition.next_batch() for _ in range(IN_FLIGHT)]
+    assert partition.next_batch() == []
+    assert partition.snapshot()[0] == 2 * IN_FLIGHT, "a row read ahead counted before it went out"
+    fedavg.done(0)
+    emitted.append(partition.next_batch())
+    positions = [r.position for batch in emitted for b in batch if type(b) is ShardBatch for r in b.readings]
+    assert sorted(positions) == list(range(1, 6))
+    assert [item.rows_read for batch in emitted for item in batch if type(item) is SourceProgress] == [2, 2, 1]
