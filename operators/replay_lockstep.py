@@ -28,9 +28,10 @@ from typing import NamedTuple
 from operators.fedavg import GlobalModel, LocalUpdate
 
 IN_FLIGHT = 2
-"""Batches a replay source may have ahead of FedAvg: with 2 the shards work on one batch while
-FedAvg finishes the one before, so neither side waits for the other in turn. A model made by
-batch ``n`` reaches the shards with batch ``n + 2``."""
+"""Batches a replay source may have ahead of FedAvg: with 2 the shards can work on one batch
+while FedAvg finishes the one before. A model made by batch ``n`` reaches the shards with batch
+``n + 2``, which is also when one process without the lockstep handed it over: its results
+stay as they were."""
 
 
 @dataclass(frozen=True, slots=True)
