@@ -59,5 +59,11 @@ class LoopbackReader:
         return [_item(orjson.loads(line)) for line in chunk[:complete].splitlines() if line]
 
 
+def loopback_line(item: GlobalModel | BatchDone) -> bytes:
+    """One line of the loopback file, as :meth:`LoopbackReader.poll` reads it back."""
+    row = {DONE_KEY: item.batch} if type(item) is BatchDone else item.as_row()
+    return orjson.dumps(row) + b"\n"
+
+
 def _item(row: dict) -> GlobalModel | BatchDone:
     return BatchDone(row[DONE_KEY]) if DONE_KEY in row else GlobalModel.from_row(row)

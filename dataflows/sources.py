@@ -85,11 +85,11 @@ class _ReplayPartition(StatefulSourcePartition[ReplayItem, ReplayPosition]):
         batch = self._batches
         if not returned.may_emit(batch):
             if self._next_rows is None:  # FedAvg is behind: read the next rows while waiting for it
-                self._next_rows = list(islice(self._records, self._batch_size))
+                self._next_rows = self._read_rows()
             return []
         if self._slices_closed < len(self._shard_keys) * CLOSING_SLICES:
             model = returned.for_batch(batch)
-            rows = self._next_rows if self._next_rows is not None else list(islice(self._records, self._batch_size))
+            rows = self._next_rows if self._next_rows is not None else self._read_rows()
             self._next_rows = None
             self._batches += 1
             if rows:
@@ -107,6 +107,9 @@ class _ReplayPartition(StatefulSourcePartition[ReplayItem, ReplayPosition]):
         if model is None:
             raise StopIteration
         return [ShardBatch(key, [], model=model) for key in self._shard_keys]
+
+    def _read_rows(self) -> list[Record]:
+        return list(islice(self._records, self._batch_size))
 
     def snapshot(self) -> ReplayPosition:
         return self._rows_done, self._loopback.offset, self._slices_closed, self._batches

@@ -155,16 +155,19 @@ class FedAvgLogic(StatefulBatchLogic[list[LocalUpdate] | ShardUpdates, GlobalMod
         return build
 
     def on_batch(self, values: list[list[LocalUpdate] | ShardUpdates]) -> tuple[list[GlobalModel | BatchDone], bool]:
-        add = self.aggregator.add
         out: list[GlobalModel | BatchDone] = []
         for value in values:
             if type(value) is not ShardUpdates:
-                out.extend(model for update in value if (model := add(update)) is not None)
+                out.extend(self._add(value))
                 continue
             for batch, updates in self.order.offer(value):
-                out.extend(model for update in updates if (model := add(update)) is not None)
+                out.extend(self._add(updates))
                 out.append(BatchDone(batch))
         return out, StatefulBatchLogic.RETAIN
+
+    def _add(self, updates: list[LocalUpdate]) -> list[GlobalModel]:
+        add = self.aggregator.add
+        return [model for update in updates if (model := add(update)) is not None]
 
     def snapshot(self) -> Snapshot:
         return Snapshot((self.aggregator, self.order))

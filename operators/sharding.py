@@ -78,9 +78,9 @@ def _shard_batch(
     return ShardBatch(key, readings, batch, model, close_rounds)
 
 
-def route_by_shard(items: list[Any], keys: list[str]) -> list[Any]:
-    """Readings (decoded or not) grouped into one :class:`ShardBatch` per shard; every other
-    item passes as it is."""
+def group_by_shard(items: list[Any], keys: list[str]) -> tuple[list[Any], dict[str, list[Telemetry | RawMessage]]]:
+    """Every item that is not a reading, and the readings (decoded or not) of each shard that
+    has some, in arrival order."""
     by_shard: dict[str, list[Telemetry | RawMessage]] = {}
     others = []
     for item in items:
@@ -93,16 +93,21 @@ def route_by_shard(items: list[Any], keys: list[str]) -> list[Any]:
                 batch.append(item)
         else:
             others.append(item)
+    return others, by_shard
+
+
+def route_by_shard(items: list[Any], keys: list[str]) -> list[Any]:
+    """Readings (decoded or not) grouped into one :class:`ShardBatch` per shard; every other
+    item passes as it is."""
+    others, by_shard = group_by_shard(items, keys)
     return [*others, *(ShardBatch(key, readings) for key, readings in by_shard.items())]
 
 
 def numbered_batches(items: list[Any], keys: list[str], batch: int, model: GlobalModel | None) -> list[Any]:
-    """A replay batch: its readings grouped by shard as :func:`route_by_shard` does, numbered
-    ``batch``, with ``model``, and one :class:`ShardBatch` for every shard, empty or not."""
-    routed = route_by_shard(items, keys)
-    others = [item for item in routed if type(item) is not ShardBatch]
-    readings = {item.key: item.readings for item in routed if type(item) is ShardBatch}
-    return [*others, *(ShardBatch(key, readings.get(key, []), batch, model) for key in keys)]
+    """A replay batch: its readings grouped by shard, numbered ``batch``, with ``model``, and one
+    :class:`ShardBatch` for every shard, empty or not; every other item first, as it is."""
+    others, by_shard = group_by_shard(items, keys)
+    return [*others, *(ShardBatch(key, by_shard.get(key, []), batch, model) for key in keys)]
 
 
 def newest_to_every_shard(models: list[GlobalModel], keys: list[str]) -> list[tuple[str, GlobalModel]]:

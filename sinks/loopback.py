@@ -6,10 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from dataflows.loopback import DONE_KEY
+from dataflows.loopback import loopback_line
 from operators.fedavg import GlobalModel
 from operators.replay_lockstep import BatchDone
 
@@ -22,8 +21,7 @@ class LoopbackWriter:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def publish(self, item: GlobalModel | BatchDone) -> None:
-        row = {DONE_KEY: item.batch} if type(item) is BatchDone else item.as_row()
-        os.write(self._fd, orjson.dumps(row) + b"\n")
+        os.write(self._fd, loopback_line(item))
 
     def close(self) -> None:
         os.close(self._fd)
