@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -465,9 +466,7 @@ class DeviceArrays(RowArrays):
         due = self.round_rows[rows] >= settings.round_rows
         if settings.round_seconds > 0:
             due |= timestamps - self.round_start[rows] >= settings.round_seconds
-        updates = [
-            (i, self.close_round(row)) for i, row in zip(np.flatnonzero(due).tolist(), rows[due].tolist(), strict=True)
-        ]
+        updates = list(zip(np.flatnonzero(due).tolist(), self.close_rounds(rows[due]), strict=True))
         return Step(
             readings,
             timestamps,
@@ -762,51 +761,82 @@ class DeviceArrays(RowArrays):
         weights = dict(zip(FEATURE_NAMES, self.base_weights[row].tolist(), strict=True))
         return ModelParameters(weights, float(self.base_intercept[row]))
 
-    def close_round(self, row: int) -> LocalUpdate | None:
-        """``DeviceState.close_round``: end the device's round in progress (``None`` if it has no readings yet)."""
-        samples = int(self.round_rows[row])
-        if samples == 0:
-            return None
-        self.model_version[row] += 1
-        weights = dict(zip(FEATURE_NAMES, self.weights[row].tolist(), strict=True)) if self.trained[row] else {}
-        parameters = ModelParameters(weights, float(self.intercept[row]))
-        labelled = int(self.round_labelled[row])
-        moments = int(self.moment_samples[row])
-        normal = NormalModel()
-        if moments:
-            normal = NormalModel(
-                tuple(
-                    Moments(moments, s / moments, q / moments)
-                    for s, q in zip(self.moment_sums[row].tolist(), self.moment_squares[row].tolist(), strict=True)
+    def close_rounds(self, rows: np.ndarray) -> list[LocalUpdate]:
+        """``DeviceState.close_round`` for distinct ``rows`` that each have readings in their round.
+
+        The columns are read for all the rows at once and each update is built from Python
+        numbers: rounds close every few readings, and reading a device's numbers one numpy
+        scalar at a time cost more than the rest of its update.
+        """
+        if not len(rows):
+            return []
+        self.model_version[rows] += 1
+        thresholds: Iterable[tuple[int, list[int]] | None] = [None] * len(rows)
+        if self.settings.target_false_alarm_rate > 0:
+            thresholds = zip(self.threshold_samples[rows].tolist(), self.threshold_reached[rows].tolist(), strict=True)
+            self.threshold_samples[rows] = 0
+            self.threshold_reached[rows] = 0
+        columns = zip(
+            rows.tolist(),
+            self.model_version[rows].tolist(),
+            self.base_global_version[rows].tolist(),
+            _parameters(self.trained[rows], self.weights[rows], self.intercept[rows]),
+            _parameters(self.base_trained[rows], self.base_weights[rows], self.base_intercept[rows]),
+            self.round_rows[rows].tolist(),
+            self.round_labelled[rows].tolist(),
+            self.round_correct[rows].tolist(),
+            self.round_loss[rows].tolist(),
+            self.round_last[rows].tolist(),
+            map(
+                _normal_model,
+                self.moment_samples[rows].tolist(),
+                self.moment_sums[rows].tolist(),
+                self.moment_squares[rows].tolist(),
+            ),
+            thresholds,
+            strict=True,
+        )
+        updates = []
+        for row, version, base_version, model, base, samples, labelled, correct, loss, last, normal, counts in columns:
+            shared_base = self.round_base[row]
+            self.round_base[row] = None
+            updates.append(
+                LocalUpdate(
+                    device_id=self.ids[row],
+                    model_version=version,
+                    global_version=base_version,
+                    parameters=model,
+                    base=base if shared_base is None else shared_base,
+                    samples=samples,
+                    labelled=labelled,
+                    accuracy=correct / labelled if labelled else None,
+                    loss=loss / labelled if labelled else None,
+                    timestamp=last,
+                    normal=normal,
+                    threshold_counts=counts,
                 )
             )
-        thresholds = None
-        if self.settings.target_false_alarm_rate > 0:
-            thresholds = (int(self.threshold_samples[row]), self.threshold_reached[row].tolist())
-            self.threshold_samples[row] = 0
-            self.threshold_reached[row] = 0
-        update = LocalUpdate(
-            device_id=self.ids[row],
-            model_version=int(self.model_version[row]),
-            global_version=int(self.base_global_version[row]),
-            parameters=parameters,
-            base=self._round_base(row),
-            samples=samples,
-            labelled=labelled,
-            accuracy=int(self.round_correct[row]) / labelled if labelled else None,
-            loss=float(self.round_loss[row]) / labelled if labelled else None,
-            timestamp=float(self.round_last[row]),
-            normal=normal,
-            threshold_counts=thresholds,
-        )
-        self.round_base[row] = None
-        self.base_weights[row], self.base_trained[row] = self.weights[row], self.trained[row]
-        self.base_intercept[row] = self.intercept[row]
-        self.round_rows[row] = 0
-        self.round_labelled[row] = 0
-        self.round_correct[row] = 0
-        self.round_loss[row] = 0.0
-        self.moment_samples[row] = 0
-        self.moment_sums[row] = 0.0
-        self.moment_squares[row] = 0.0
-        return update
+        self.base_weights[rows] = self.weights[rows]
+        self.base_trained[rows] = self.trained[rows]
+        self.base_intercept[rows] = self.intercept[rows]
+        self.round_rows[rows] = 0
+        self.round_labelled[rows] = 0
+        self.round_correct[rows] = 0
+        self.round_loss[rows] = 0.0
+        self.moment_samples[rows] = 0
+        self.moment_sums[rows] = 0.0
+        self.moment_squares[rows] = 0.0
+        return updates
+
+
+def _parameters(trained: np.ndarray, weights: np.ndarray, intercepts: np.ndarray) -> Iterator[ModelParameters]:
+    """Each row's :class:`ModelParameters`: no weights until its model has learned."""
+    for is_trained, row_weights, intercept in zip(trained.tolist(), weights.tolist(), intercepts.tolist(), strict=True):
+        yield ModelParameters(dict(zip(FEATURE_NAMES, row_weights, strict=True)) if is_trained else {}, intercept)
+
+
+def _normal_model(samples: int, sums: list[float], squares: list[float]) -> NormalModel:
+    """A round's evidence moments from their sums (the empty model before any warm reading)."""
+    if not samples:
+        return NormalModel()
+    return NormalModel(tuple(Moments(samples, s / samples, q / samples) for s, q in zip(sums, squares, strict=True)))

@@ -395,7 +395,8 @@ class ShardState:
             self.evaluation.add_many(positive, labels[scored], step.timestamps[scored])
 
     def _close(self, rows: list[int]) -> list[LocalUpdate]:
-        return [update for row in rows if (update := self.arrays.close_round(row)) is not None]
+        index = np.array(rows, dtype=np.int64)
+        return self.arrays.close_rounds(index[self.arrays.round_rows[index] > 0])
 
     def _drop_idle_devices(self, silent_since: float, counters: ShardCounters) -> list[LocalUpdate]:
         """Drop the devices whose newest reading is older than ``silent_since`` (event time),
