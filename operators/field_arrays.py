@@ -19,6 +19,8 @@ from operators.rolling_stats import Z_CAP, RollingStats
 from operators.row_arrays import Column, RowArrays
 
 _LEVEL, _DAY, _WEEK = 0, 1, 2
+_READY = np.array([forecast.LEVEL_WARMUP, forecast.SEASONAL_WARMUP, forecast.SEASONAL_WARMUP])
+"""Each forecaster's readings before it may be chosen."""
 
 
 class FieldArrays(RowArrays):
@@ -137,30 +139,34 @@ class FieldArrays(RowArrays):
         spreads = self.spread[slots]
         counts = self.forecasts[slots]
 
+        errors = np.stack(
+            (
+                readings - levels[:, _LEVEL],
+                readings - day_seasonal - levels[:, _DAY],
+                readings - week_seasonal - levels[:, _WEEK],
+            ),
+            axis=1,
+        )
+        # FieldForecaster._judge, for the three forecasters at once: each is chosen over the
+        # ones before it when its spread is smaller; then each learns its error.
+        judged = ~np.isnan(errors)
+        bounded = (counts >= forecast.LEVEL_WARMUP) & (spreads > 0.0)
+        eligible = bounded & (counts >= _READY) & judged
+        with np.errstate(divide="ignore", invalid="ignore"):
+            standardised = errors / spreads
         best = np.zeros(len(slots))
         best_spread = np.full(len(slots), math.inf)
-        errors = (
-            readings - levels[:, _LEVEL],
-            readings - day_seasonal - levels[:, _DAY],
-            readings - week_seasonal - levels[:, _WEEK],
-        )
-        ready = (forecast.LEVEL_WARMUP, forecast.SEASONAL_WARMUP, forecast.SEASONAL_WARMUP)
         for k in (_LEVEL, _DAY, _WEEK):
-            # FieldForecaster._judge
-            error, spread, count = errors[k], spreads[:, k], counts[:, k]
-            judged = ~np.isnan(error)
-            bounded = (count >= forecast.LEVEL_WARMUP) & (spread > 0.0)
-            better = bounded & (count >= ready[k]) & (spread < best_spread) & judged
-            with np.errstate(divide="ignore", invalid="ignore"):
-                best = np.where(better, error / spread, best)
-            best_spread = np.where(better, spread, best_spread)
-            bound = forecast.WINSOR * spread
-            error = np.where(bounded, np.clip(error, -bound, bound), error)
-            squared = error * error
-            rate = np.maximum(1.0 / (count + 1), forecast.ERROR_RATE)
-            variance = np.where(np.isnan(spread), squared, spread * spread + rate * (squared - spread * spread))
-            spreads[:, k] = np.where(judged, np.sqrt(variance), spread)
-            counts[:, k] = np.where(judged, count + 1, count)
+            better = eligible[:, k] & (spreads[:, k] < best_spread)
+            best = np.where(better, standardised[:, k], best)
+            best_spread = np.where(better, spreads[:, k], best_spread)
+        bound = forecast.WINSOR * spreads
+        errors = np.where(bounded, np.minimum(np.maximum(errors, -bound), bound), errors)
+        squared = errors * errors
+        rate = np.maximum(1.0 / (counts + 1), forecast.ERROR_RATE)
+        variance = np.where(np.isnan(spreads), squared, spreads * spreads + rate * (squared - spreads * spreads))
+        spreads = np.where(judged, np.sqrt(variance), spreads)
+        counts = np.where(judged, counts + 1, counts)
         self.spread[slots] = spreads
         self.forecasts[slots] = counts
 
@@ -195,36 +201,35 @@ class FieldArrays(RowArrays):
         fields), each row's first ``fields`` entries used and the rest zero. Returns each
         device's largest standardised residual and its field's index (-1: none)."""
         totals = np.array([math.fsum(row) for row in smoothed.tolist()])
-        best = np.zeros(len(totals))
-        best_index = np.full(len(totals), -1)
-        for i in range(slots.shape[1]):
-            present = fields > i
-            rows = np.flatnonzero(present)
-            slot = slots[rows, i]
-            z = smoothed[rows, i]
-            others = (totals[rows] - z) / (fields[rows] - 1)
-            count, zm, mm, rr = self.relation[slot].T
-            with np.errstate(divide="ignore", invalid="ignore"):
-                residual = z - np.where(mm > 0.0, zm / mm, 0.0) * others
-                spread = np.sqrt(rr)
-                standardised = np.abs(residual) / spread
-            counted = (count >= correlation.WARMUP) & (rr > 0.0)
-            larger = counted & (standardised > best[rows])
-            best[rows] = np.where(larger, standardised, best[rows])
-            best_index[rows] = np.where(larger, i, best_index[rows])
-            winsorised = counted & (standardised > correlation.WINSOR)
-            residual = np.where(winsorised, np.copysign(correlation.WINSOR * spread, residual), residual)
-            count = count + 1.0
-            rate = 1.0 / np.minimum(count, correlation.MEMORY)
-            self.relation[slot] = np.stack(
-                (
-                    count,
-                    zm + rate * (z * others - zm),
-                    mm + rate * (others * others - mm),
-                    rr + rate * (residual * residual - rr),
-                ),
-                axis=1,
-            )
+        device, field = np.nonzero(np.arange(slots.shape[1]) < fields[:, None])
+        slot = slots[device, field]
+        z = smoothed[device, field]
+        others = (totals[device] - z) / (fields[device] - 1)
+        count, zm, mm, rr = self.relation[slot].T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            residual = z - np.where(mm > 0.0, zm / mm, 0.0) * others
+            spread = np.sqrt(rr)
+            standardised = np.abs(residual) / spread
+        counted = (count >= correlation.WARMUP) & (rr > 0.0)
+        # Each device's largest standardised residual above 0, its first field on a tie.
+        candidates = np.zeros(slots.shape)
+        candidates[device, field] = np.where(counted & (standardised > 0.0), standardised, 0.0)
+        best_index = candidates.argmax(axis=1)
+        best = candidates[np.arange(len(best_index)), best_index]
+        best_index = np.where(best > 0.0, best_index, -1)
+        winsorised = counted & (standardised > correlation.WINSOR)
+        residual = np.where(winsorised, np.copysign(correlation.WINSOR * spread, residual), residual)
+        count = count + 1.0
+        rate = 1.0 / np.minimum(count, correlation.MEMORY)
+        self.relation[slot] = np.stack(
+            (
+                count,
+                zm + rate * (z * others - zm),
+                mm + rate * (others * others - mm),
+                rr + rate * (residual * residual - rr),
+            ),
+            axis=1,
+        )
         return np.minimum(best, correlation.RESIDUAL_CAP), best_index
 
 
