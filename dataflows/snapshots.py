@@ -59,3 +59,17 @@ def thaw(stored: object, step: str) -> Any:
         f"snapshot format {found}, and this build reads format {SNAPSHOT_FORMAT}. Resume with the build "
         "that wrote it, or start over with a new store (python -m bytewax.recovery DIR PARTITIONS)."
     )
+
+
+class ChangedShards(IncompatibleSnapshot):
+    """A recovery store written with another ``FLEAD_SHARDS``: each shard's snapshot holds the
+    devices that ``crc32(device_id) % FLEAD_SHARDS`` sent it, so with another count most devices
+    would go to a shard that does not hold their state, and start over without a word."""
+
+    def __init__(self, stored: int, configured: int) -> None:
+        super().__init__(
+            f"cannot resume from this recovery store with FLEAD_SHARDS={configured}: it was written with "
+            f"FLEAD_SHARDS={stored}, and each shard's snapshot holds the devices that count put there. "
+            f"Resume with FLEAD_SHARDS={stored}, or start over with a new store "
+            "(python -m bytewax.recovery DIR PARTITIONS)."
+        )

@@ -9,7 +9,7 @@ from typing import Any
 from bytewax.operators import StatefulBatchLogic
 
 from dataflows import stopping
-from dataflows.snapshots import Snapshot, StoredSnapshot, thaw
+from dataflows.snapshots import ChangedShards, Snapshot, StoredSnapshot, thaw
 from dataflows.thread_state import hold_thread_state
 from instrumentation import metrics
 from operators.alerts import Alert, AlertGate, AlertRules, Row
@@ -140,7 +140,10 @@ class FedAvgLogic(StatefulBatchLogic[list[LocalUpdate] | ShardUpdates, GlobalMod
 
         def build(resume: StoredSnapshot | None) -> FedAvgLogic:
             if resume is not None:
-                return cls(*thaw(resume, "fedavg"))
+                aggregator, order = thaw(resume, "fedavg")
+                if order.shards != shards:
+                    raise ChangedShards(len(order.shards), len(shards))
+                return cls(aggregator, order)
             aggregator = FedAvgAggregator(
                 every_updates,
                 every_seconds,

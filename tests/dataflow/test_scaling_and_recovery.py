@@ -178,3 +178,33 @@ def test_a_run_stopped_by_ctrl_c_drains_writes_its_summary_and_resumes_to_the_sa
 
     summary = resumed_as_uninterrupted(command, env, out, uninterrupted)
     assert "stopped_by" not in summary
+
+
+def test_a_resume_with_another_shard_count_stops_naming_the_setting_and_the_right_one_resumes(tmp_path, uninterrupted):
+    """Devices are spread over shards by ``crc32(device_id) % FLEAD_SHARDS`` and each shard's
+    snapshot holds its devices: a resume with another count stops before it reads a row,
+    saying which count the store needs, and leaves the store as it was."""
+    _, out, command, env = recoverable_replay(tmp_path)
+    first = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    for line in first.stdout:
+        if line.startswith("flead: read ") and int(line.split()[2].replace(",", "")) >= 20_000:
+            break
+    first.send_signal(signal.SIGINT)
+    first.stdout.read()
+    assert first.wait(timeout=120) == 0
+
+    changed = subprocess.run(
+        command, cwd=REPO, env={**env, "FLEAD_SHARDS": "3"}, capture_output=True, text=True, timeout=120
+    )
+    assert changed.returncode != 0
+    assert "with FLEAD_SHARDS=3: it was written with FLEAD_SHARDS=4" in changed.stderr, changed.stderr[-2000:]
+    assert "flead: read " not in changed.stdout
+
+    resumed_as_uninterrupted(command, env, out, uninterrupted)

@@ -2,8 +2,11 @@ import pickle
 
 import pytest
 
-from dataflows.snapshots import SNAPSHOT_FORMAT, IncompatibleSnapshot, Snapshot, thaw
+from dataflows.snapshots import SNAPSHOT_FORMAT, ChangedShards, IncompatibleSnapshot, Snapshot, thaw
+from dataflows.steps import FedAvgLogic
+from operators.device import DetectionSettings
 from operators.fedavg import FedAvgAggregator
+from operators.sharding import shard_keys
 
 
 def test_a_state_survives_its_snapshot_as_bytewax_stores_it():
@@ -32,3 +35,13 @@ def test_a_state_is_pickled_only_when_its_snapshot_is():
     snapshot = Snapshot(lambda: None)  # a lambda cannot be pickled
     with pytest.raises((pickle.PicklingError, AttributeError)):
         pickle.dumps(snapshot)
+
+
+def test_federation_state_resumes_only_with_the_shard_count_that_wrote_it():
+    def fedavg(shards: int):
+        return FedAvgLogic.builder(20, 0.0, DetectionSettings(), shard_keys(shards))
+
+    stored = pickle.loads(pickle.dumps(fedavg(4)(None).snapshot()))
+    assert fedavg(4)(stored).order.shards == shard_keys(4)
+    with pytest.raises(ChangedShards, match=r"with FLEAD_SHARDS=2: it was written with FLEAD_SHARDS=4\b"):
+        fedavg(2)(stored)
