@@ -248,10 +248,11 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "FLEAD_SHARDS",
-        "4",
+        "2",
         _positive_int,
-        "Shard keys of the device stage (crc32(device_id) % shards): at least the workers of all processes; "
-        "each shard scores its devices' readings as arrays, and fewer, fuller shards do that faster.",
+        "Shard keys of the device stage (crc32(device_id) % shards): at least the workers of all processes "
+        "(a run with more warns at start), and kept for the life of a recovery store; each shard scores its "
+        "devices' readings as arrays, and fewer, fuller shards do that faster.",
     ),
     Setting("FLEAD_LABEL_COLUMN", "label", _text, "The ground-truth column (CSV) or key (JSON); never a feature."),
     Setting(
@@ -270,7 +271,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "FLEAD_MAX_DEVICES_PER_SHARD",
-        "320000",
+        "640000",
         _non_negative_int,
         "Live devices per shard (× `FLEAD_SHARDS` for the fleet); a new device beyond it is a dead letter "
         "(`device_limit`) until idle devices make room (0 = no limit).",

@@ -37,6 +37,7 @@ from dataflows.initial_model import InitialModelSource, starting_model
 from dataflows.loopback import loopback_path
 from dataflows.sources import ReplaySource
 from dataflows.steps import AlertLogic, EvaluationLogic, FedAvgLogic, ShardLogic, SummaryLogic
+from dataflows.worker_layout import ShardsPerWorker
 from operators.compact_json import dumps
 from operators.device import Detection
 from operators.fedavg import GlobalModel, LocalUpdate
@@ -76,6 +77,10 @@ def build_flow(
     keys = shard_keys(settings.shards)
     report_points = 0 if settings.reads_kafka else settings.report_points
     source = inputs(flow, settings, keys)
+    # Receives nothing: built on every worker as the run starts, it warns when the workers
+    # outnumber the shards.
+    nothing = op.filter("nothing", source.read_progress, lambda _: False)
+    op.output("shards_per_worker", nothing, ShardsPerWorker(settings.shards))
 
     # Device stage, keyed by shard; a global model goes to every shard (in a replay, inside
     # the batches).

@@ -38,7 +38,7 @@ what was already emitted."""
 
 CLOSING_SLICES = 16
 """Slices per shard in which the rounds are closed when the rows run out: with 100,000 devices
-in 4 shards, one slice is about 1,600 devices' updates."""
+in 2 shards, one slice is about 3,100 devices' updates."""
 
 
 class _ReplayPartition(StatefulSourcePartition[ReplayItem, ReplayPosition]):

@@ -32,6 +32,21 @@ def test_two_workers_in_one_process(nab_sample, one_worker, tmp_path):
     assert_same_anomalies(tmp_path, reference_out)
 
 
+@pytest.mark.parametrize(("shards", "workers", "warned"), [(2, 2, False), (2, 3, True)])
+def test_workers_beyond_the_shards_are_named_at_start(nab_sample, one_worker, tmp_path, shards, workers, warned):
+    """They score nothing, so a run says so; it still processes every row."""
+    _, reference = one_worker
+    env = environment(nab_sample, tmp_path, FLEAD_SHARDS=str(shards))
+    done = subprocess.run(
+        flead_command("-w", str(workers)), cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    warning = f"FLEAD_SHARDS={shards} is fewer than the {workers} workers of this run"
+    assert (warning in done.stderr) is warned, done.stderr[-2000:]
+    summary = orjson.loads((tmp_path / "summary.json").read_bytes())
+    assert summary["rows_processed"] == reference["rows_processed"]
+
+
 def test_two_processes_on_localhost(nab_sample, one_worker, tmp_path):
     reference_out, reference = one_worker
     addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
@@ -204,7 +219,7 @@ def test_a_resume_with_another_shard_count_stops_naming_the_setting_and_the_righ
         command, cwd=REPO, env={**env, "FLEAD_SHARDS": "3"}, capture_output=True, text=True, timeout=120
     )
     assert changed.returncode != 0
-    assert "with FLEAD_SHARDS=3: it was written with FLEAD_SHARDS=4" in changed.stderr, changed.stderr[-2000:]
+    assert "with FLEAD_SHARDS=3: it was written with FLEAD_SHARDS=2" in changed.stderr, changed.stderr[-2000:]
     assert "flead: read " not in changed.stdout
 
     resumed_as_uninterrupted(command, env, out, uninterrupted)
