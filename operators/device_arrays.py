@@ -756,10 +756,8 @@ class DeviceArrays(RowArrays):
         shared = self.round_base[row]
         if shared is not None:
             return shared
-        if not self.base_trained[row]:
-            return ModelParameters({}, float(self.base_intercept[row]))
-        weights = dict(zip(FEATURE_NAMES, self.base_weights[row].tolist(), strict=True))
-        return ModelParameters(weights, float(self.base_intercept[row]))
+        rows = [row]
+        return next(_parameters(self.base_trained[rows], self.base_weights[rows], self.base_intercept[rows]))
 
     def close_rounds(self, rows: np.ndarray) -> list[LocalUpdate]:
         """``DeviceState.close_round`` for distinct ``rows`` that each have readings in their round.

@@ -129,6 +129,25 @@ def recoverable_replay(tmp_path: Path) -> tuple[Path, Path, list[str], dict[str,
     return recovery, out, command, environment(REPO / "data" / "nab", out, FLEAD_PROGRESS_SECONDS="0.2")
 
 
+def stopped_after(command: list[str], env: dict[str, str], rows: int, stop_signal: signal.Signals) -> tuple[int, str]:
+    """Run ``command`` and send it ``stop_signal`` once a progress line shows ``rows`` read; its
+    exit code and the output it printed after that."""
+    process = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal delivers Ctrl-C
+    )
+    for line in process.stdout:
+        if line.startswith("flead: read ") and int(line.split()[2].replace(",", "")) >= rows:
+            break
+    process.send_signal(stop_signal)
+    rest = process.stdout.read()
+    return process.wait(timeout=120), rest
+
+
 def resumed_as_uninterrupted(command: list[str], env: dict[str, str], out: Path, uninterrupted) -> dict:
     """Run ``command`` again, check that it resumed and ended as the uninterrupted run, exactly
     once (the resumed run truncated what the first one wrote after its last snapshot); its summary."""
@@ -171,20 +190,8 @@ def test_a_run_stopped_by_ctrl_c_drains_writes_its_summary_and_resumes_to_the_sa
     stop_signal = signal.SIGINT
     reference = uninterrupted[0]
     _, out, command, env = recoverable_replay(tmp_path)
-    first = subprocess.Popen(
-        command,
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal delivers Ctrl-C
-    )
-    for line in first.stdout:
-        if line.startswith("flead: read ") and int(line.split()[2].replace(",", "")) >= 20_000:
-            break
-    first.send_signal(stop_signal)
-    rest = first.stdout.read()
-    assert first.wait(timeout=120) == 0, rest[-2000:]
+    exit_code, rest = stopped_after(command, env, 20_000, stop_signal)
+    assert exit_code == 0, rest[-2000:]
     stopped = orjson.loads((out / "summary.json").read_bytes())
     assert stopped["stopped_by"] == stop_signal.name
     assert 20_000 <= stopped["rows_read"] < reference["rows_read"]
@@ -200,20 +207,8 @@ def test_a_resume_with_another_shard_count_stops_naming_the_setting_and_the_righ
     snapshot holds its devices: a resume with another count stops before it reads a row,
     saying which count the store needs, and leaves the store as it was."""
     _, out, command, env = recoverable_replay(tmp_path)
-    first = subprocess.Popen(
-        command,
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    for line in first.stdout:
-        if line.startswith("flead: read ") and int(line.split()[2].replace(",", "")) >= 20_000:
-            break
-    first.send_signal(signal.SIGINT)
-    first.stdout.read()
-    assert first.wait(timeout=120) == 0
+    exit_code, _ = stopped_after(command, env, 20_000, signal.SIGINT)
+    assert exit_code == 0
 
     changed = subprocess.run(
         command, cwd=REPO, env={**env, "FLEAD_SHARDS": "3"}, capture_output=True, text=True, timeout=120
