@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
 
             progress("Kafka: starting a broker ...")
             with KafkaServer() as kafka:
-                run = through_kafka(kafka.bootstrap, cases, root / "out-kafka")
+                run = through_kafka(kafka, cases, root / "out-kafka")
             progress(f"Kafka: produced in {run.produce_seconds:.1f} s")
             result = {"summary": run.summary, "verdicts": {"topic": run.verdicts}, "seconds": run.run_seconds}
             rows.append(row("Kafka topic", result, cases, as_lines))

@@ -66,7 +66,8 @@ from typing import Any, NamedTuple
 
 import orjson
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+
+from deploy.local.servers import KafkaServer
 
 PROCESSED = "processed"
 SUITE_N = 25_000
@@ -884,16 +885,6 @@ KAFKA_MAX_MESSAGE = 4 * ONE_MB
 """The hostile topic's and the producer's limit, so that the 1 MB messages reach FLEAD."""
 
 
-def create_topic(bootstrap: str, name: str) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    topic = NewTopic(name, num_partitions=1, config={"max.message.bytes": str(KAFKA_MAX_MESSAGE)})
-    admin.create_topics([topic])[name].result(timeout=30)
-    deadline = time.monotonic() + 30
-    while admin.list_topics(topic=name, timeout=5).topics[name].partitions[0].leader < 0:
-        assert time.monotonic() < deadline, f"{name} has no leader after 30 s"
-        time.sleep(0.1)
-
-
 def produce(bootstrap: str, topic: str, cases: list[Case]) -> dict[int, int]:
     """Every case's raw bytes, in order, on partition 0; returns each offset → its case's index."""
     producer = Producer(
@@ -958,11 +949,12 @@ class KafkaRun(NamedTuple):
     """The real command's wall time, start-up and the wait at the end of the topics included."""
 
 
-def through_kafka(bootstrap: str, cases: list[Case], out: Path) -> KafkaRun:
+def through_kafka(kafka: KafkaServer, cases: list[Case], out: Path) -> KafkaRun:
     """Every case produced raw to a fresh topic, then read by the real command with
     ``FLEAD_INPUT=kafka FLEAD_KAFKA_TAIL=false``; the dead letters are read back from their topic."""
     from tests.flead_runs import REPO, environment, flead_command
 
+    bootstrap = kafka.bootstrap
     suffix = uuid.uuid4().hex[:8]
     topics = {
         "FLEAD_KAFKA_BROKERS": bootstrap,
@@ -973,7 +965,7 @@ def through_kafka(bootstrap: str, cases: list[Case], out: Path) -> KafkaRun:
         "FLEAD_TOPIC_DEAD_LETTERS": f"dead-letters-{suffix}",
         "FLEAD_KAFKA_IDLE_SECONDS": "3",
     }
-    create_topic(bootstrap, topics["FLEAD_TOPIC_TELEMETRY"])
+    kafka.create_topic(topics["FLEAD_TOPIC_TELEMETRY"], config={"max.message.bytes": str(KAFKA_MAX_MESSAGE)})
     started = time.perf_counter()
     offsets = produce(bootstrap, topics["FLEAD_TOPIC_TELEMETRY"], cases)
     produced = time.perf_counter()

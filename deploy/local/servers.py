@@ -302,10 +302,10 @@ ssl.key.password={keystore_password}
         state = "exited" if proc.poll() is not None else f"not ready after {self.start_timeout} s"
         raise RuntimeError(f"Kafka at {self.bootstrap} {state}:\n{_tail(log_path)}")
 
-    def create_topic(self, name: str, partitions: int = 1) -> None:
-        """Create ``name`` and wait until every partition has a leader."""
+    def create_topic(self, name: str, partitions: int = 1, config: dict[str, str] | None = None) -> None:
+        """Create ``name`` (with the topic ``config``) and wait until every partition has a leader."""
         admin = AdminClient(self.admin_config())
-        futures = admin.create_topics([NewTopic(name, num_partitions=partitions)])
+        futures = admin.create_topics([NewTopic(name, num_partitions=partitions, config=config or {})])
         futures[name].result(timeout=30)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

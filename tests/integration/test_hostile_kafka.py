@@ -38,7 +38,7 @@ def cases() -> list[Case]:
 
 @pytest.fixture(scope="module")
 def kafka_run(kafka, cases, tmp_path_factory) -> KafkaRun:
-    return through_kafka(kafka.bootstrap, cases, tmp_path_factory.mktemp("hostile-kafka"))
+    return through_kafka(kafka, cases, tmp_path_factory.mktemp("hostile-kafka"))
 
 
 def test_every_message_from_the_topic_is_read_and_accounted_for(kafka_run):
