@@ -21,6 +21,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 import orjson
@@ -338,5 +339,17 @@ def validate_label(label: Any) -> int | None:
 
 
 def iso_timestamp(seconds: float) -> str:
-    """ISO-8601 UTC with milliseconds and a ``Z``, the form every output uses."""
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """ISO-8601 UTC with milliseconds and a ``Z``, the form every output uses: what
+    ``datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")`` writes (with
+    ``Z`` for ``+00:00``), at half its cost. Every local update and anomaly row carries one, and
+    a fleet's readings share their seconds, so the text of each whole second is kept."""
+    whole = math.floor(seconds)
+    microseconds = round((seconds - whole) * 1e6)  # fromtimestamp rounds half to even, as round() does
+    if microseconds == 1_000_000:
+        whole, microseconds = whole + 1, 0
+    return f"{_iso_second(whole)}.{microseconds // 1000:03d}Z"
+
+
+@lru_cache(maxsize=4096)
+def _iso_second(whole: int) -> str:
+    return datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")

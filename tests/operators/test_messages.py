@@ -1,7 +1,12 @@
+import math
+import random
+from datetime import UTC, datetime
+
 import orjson
 import pytest
 
 from operators.messages import (
+    LATEST_TIME,
     RAW_EXCERPT_BYTES,
     InvalidMessage,
     MessageLimits,
@@ -58,6 +63,22 @@ def test_timestamps_in_every_accepted_form(timestamp, expected):
 
 def test_outputs_print_utc_with_milliseconds():
     assert iso_timestamp(1762528951.5) == "2025-11-07T15:22:31.500Z"
+
+
+def test_output_times_are_what_datetime_writes():
+    """``iso_timestamp`` is datetime's text, rounded to microseconds half to even and cut to
+    milliseconds, including the fractions that round up to the next second."""
+
+    def by_datetime(seconds: float) -> str:
+        return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    rng = random.Random(7)
+    times = [rng.uniform(0.0, LATEST_TIME) for _ in range(20_000)]
+    times += [rng.randrange(2**35) + k / 1000 for _ in range(2_000) for k in (0, 1, 999)]
+    edges = [0.9999995, 0.9999994999, 0.0000005, 0.0000015, 0.0000025, 0.4995, 0.9995, 0.999999, 0.9999999]
+    times += [whole + edge for whole in (0.0, 1.0, 1735689809.0, LATEST_TIME - 1) for edge in edges]
+    times += [math.nextafter(t, direction) for t in times[-36:] for direction in (0.0, math.inf)]
+    assert [iso_timestamp(t) for t in times] == [by_datetime(t) for t in times]
 
 
 @pytest.mark.parametrize(
