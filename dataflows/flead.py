@@ -156,7 +156,11 @@ def build_flow(
     # Results as (table, rows) to the JSON Lines files, the database and the Kafka topics.
     table_rows = [
         op.map("anomaly_rows", op.filter_map("anomalies", results, lambda r: r.anomalies or None), anomaly_rows),
-        op.map("local_model_rows", local_updates, lambda batch: ("local_models", [u.as_row() for u in batch])),
+        op.flat_map_batch(
+            "local_model_rows",
+            results,
+            lambda batch: [("local_models", rows)] if (rows := [row for r in batch for row in r.update_rows]) else [],
+        ),
         op.map("federated_model_rows", global_models, lambda m: ("federated_models", [m.as_row()])),
         op.map("evaluation_rows", evaluations, lambda row: ("model_evaluations", [row])),
         op.map("dead_letter_rows", rejected, lambda r: ("dead_letters", [r.as_row()])),

@@ -92,6 +92,7 @@ class ShardLogic(StatefulBatchLogic[ShardBatch | GlobalModel, ShardResult, Snaps
         if batch.close_rounds is not None:
             closed = self.state.close_rounds(*batch.close_rounds)
             result.updates.extend(closed.updates)
+            result.update_rows.extend(closed.update_rows)
             result.counters.merge(closed.counters)
         result.batch = batch.batch
         return result

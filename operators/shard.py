@@ -112,13 +112,6 @@ def _beyond_the_device_limit(reading: Telemetry, raw: RawMessage | None, max_dev
     return Rejection("device_limit", excerpt(orjson.dumps(message)), "device-stage", time.time(), detail)
 
 
-def count_updates(counters: ShardCounters, updates: list[LocalUpdate]) -> ShardCounters:
-    """``counters`` with ``updates`` counted, and their bytes as edge clients' messages."""
-    counters.local_updates = len(updates)
-    counters.update_bytes = sum(len(edge_update_message(update)) for update in updates)
-    return counters
-
-
 def combined_counters(counters: Iterable[ShardCounters]) -> ShardCounters:
     """The counters of many shards as one: the shards of a worker send one item per batch
     to the single-key steps (totals, evaluation), not one per shard."""
@@ -153,11 +146,23 @@ class ShardResult:
     """The readings the run report may keep (``operators/report_sampling.py``) and the
     anomalies, of the devices it draws."""
     updates: list[LocalUpdate] = field(default_factory=list)
+    update_rows: list[dict[str, Any]] = field(default_factory=list)
+    """The updates as rows of the local-models table (:meth:`count_updates`)."""
     counters: ShardCounters = field(default_factory=ShardCounters)
     rejections: list[Rejection] = field(default_factory=list)
     """Undecoded messages that turned out not to be valid."""
     batch: int | None = None
     """The numbered replay batch whose updates these are (``operators/replay_lockstep.py``)."""
+
+    def count_updates(self) -> ShardResult:
+        """Make the updates' rows and count the updates, and their bytes as edge clients'
+        messages, which are those rows and a little more."""
+        self.update_rows = [update.as_row() for update in self.updates]
+        self.counters.local_updates = len(self.updates)
+        self.counters.update_bytes = sum(
+            len(edge_update_message(update, row)) for update, row in zip(self.updates, self.update_rows, strict=True)
+        )
+        return self
 
     @property
     def anomalies(self) -> list[Detection]:
@@ -257,8 +262,7 @@ class ShardState:
         if idle_seconds and clock >= self.next_idle_sweep:
             result.updates.extend(self._drop_idle_devices(clock - idle_seconds, counters))
             self.next_idle_sweep = clock + idle_seconds / 2
-        count_updates(counters, result.updates)
-        return result
+        return result.count_updates()
 
     def _observe(
         self,
@@ -440,8 +444,7 @@ class ShardState:
             for row in self.devices.values()
             if arrays.round_rows[row] and now - arrays.last_seen[row] >= idle_seconds
         ]
-        updates = self._close(rows)
-        return ShardResult(updates=updates, counters=count_updates(ShardCounters(), updates))
+        return ShardResult(updates=self._close(rows)).count_updates()
 
     def close_rounds(self, part: int = 0, parts: int = 1) -> ShardResult:
         """Close the partial rounds of slice ``part`` of ``parts`` of the devices (by default all):
@@ -451,8 +454,9 @@ class ShardState:
         closing all at once would, while only one slice's updates are held at a time.
         """
         rows = list(self.devices.values())
-        updates = self._close(rows[len(rows) * part // parts : len(rows) * (part + 1) // parts])
-        return ShardResult(updates=updates, counters=count_updates(ShardCounters(), updates))
+        return ShardResult(
+            updates=self._close(rows[len(rows) * part // parts : len(rows) * (part + 1) // parts])
+        ).count_updates()
 
     def finish(self) -> ShardResult:
         """At the end of a bounded input: close the partial rounds still open and the evaluation."""
