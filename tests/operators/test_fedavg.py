@@ -1,6 +1,9 @@
+import random
+import statistics
+
 import pytest
 
-from operators.fedavg import FedAvgAggregator, GlobalModel, LocalUpdate, fedavg
+from operators.fedavg import FedAvgAggregator, GlobalModel, LocalUpdate, RecentMedian, fedavg
 from operators.local_model import ModelParameters
 from operators.normal_model import EVIDENCE, Moments, NormalModel
 from operators.threshold import GRID
@@ -187,3 +190,15 @@ def test_an_update_pickles_to_an_equal_update():
         ),
     ]
     assert pickle.loads(pickle.dumps(updates, protocol=pickle.HIGHEST_PROTOCOL)) == updates
+
+
+def test_the_recent_median_is_the_median_of_the_last_values():
+    """With repeated values, so that the value leaving the window has equal neighbours."""
+    rng = random.Random(3)
+    recent = RecentMedian(50)
+    values = []
+    for _ in range(2_000):
+        value = rng.choice([rng.random(), 0.5, 1.0])
+        values.append(value)
+        recent.add(value)
+        assert recent.median() == statistics.median(values[-50:])
