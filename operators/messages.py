@@ -341,8 +341,9 @@ def validate_label(label: Any) -> int | None:
 def iso_timestamp(seconds: float) -> str:
     """ISO-8601 UTC with milliseconds and a ``Z``, the form every output uses: what
     ``datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")`` writes (with
-    ``Z`` for ``+00:00``), at half its cost. Every local update and anomaly row carries one, and
-    a fleet's readings share their seconds, so the text of each whole second is kept."""
+    ``Z`` for ``+00:00``), at about a third of its cost. Every local update and anomaly row
+    carries one, and a fleet's readings share their seconds, so the text of each whole second
+    is kept."""
     whole = math.floor(seconds)
     microseconds = round((seconds - whole) * 1e6)  # fromtimestamp rounds half to even, as round() does
     if microseconds == 1_000_000:
