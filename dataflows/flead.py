@@ -109,17 +109,19 @@ def build_flow(
     rejected = op.merge(
         "rejected", source.rejected, op.flat_map("rejected_in_shards", results, lambda result: result.rejections)
     )
-    local_updates = op.flat_map_batch(
-        "local_updates", results, lambda batch: [updates] if (updates := [u for r in batch for u in r.updates]) else []
-    )
-    federated_updates = local_updates
-    if not settings.reads_kafka:  # a replay's shards report every numbered batch, updates or none
+    if settings.reads_kafka:
+        federated_updates = op.flat_map_batch(
+            "local_updates",
+            results,
+            lambda batch: [updates] if (updates := [u for r in batch for u in r.updates]) else [],
+        )
+    else:  # a replay's shards report every numbered batch, updates or none
         federated_updates = op.flat_map_batch("shard_updates", keyed_results, shard_updates)
-    if settings.edge_updates:  # edge clients' updates, checked, beside the shards' own
+    if settings.edge_updates:  # edge clients' updates (Kafka input only), checked, beside the shards' own
         from dataflows.edge_updates import edge_updates
 
         edge = edge_updates(flow, settings, source.returned_models, initial_model or continue_from)
-        federated_updates = op.merge("federated_updates", local_updates, edge.updates)
+        federated_updates = op.merge("federated_updates", federated_updates, edge.updates)
         rejected = op.merge("rejected_with_edge_updates", rejected, edge.rejected)
 
     # FedAvg: one key, so one worker holds the federation's state.
