@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.detection_quality                      # NAB: the 13 bundled series
     .venv/bin/python -m bench.detection_quality --fleet fleet.jsonl  # a generated fleet (bench.fleet)
+    .venv/bin/python -m bench.detection_quality --set FLEAD_ROUND_ROWS=20  # every replay with a setting
 
 Every run replays the input through the dataflow with ``FLEAD_SCORES=1`` and the labels
 hidden from it (``FLEAD_LABEL_COLUMN`` names a column no row has), then scores what it wrote
@@ -43,6 +44,7 @@ from pathlib import Path
 import orjson
 
 from bench import nab_score
+from bench.settings import add_set_option
 from operators.messages import iso_timestamp, parse_timestamp
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,10 +86,12 @@ def fleet_labels(path: Path) -> Truth:
     return found
 
 
-def scores(source: Path, **settings: str) -> list[dict]:
-    """The rows of ``scores.jsonl`` from a replay of ``source`` with ``settings``."""
+def scores(source: Path, base: dict[str, str], **settings: str) -> list[dict]:
+    """The rows of ``scores.jsonl`` from a replay of ``source`` with ``base`` (``--set``) and
+    ``settings``, which come first."""
     with tempfile.TemporaryDirectory() as out:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLEAD_")}
+        env.update(base)
         env.update(FLEAD_INPUT=str(source), FLEAD_OUT_DIR=out, FLEAD_SCORES="1", FLEAD_PROGRESS_SECONDS="0", **settings)
         subprocess.run(
             [sys.executable, "-m", "bytewax.run", "dataflows.flead"], cwd=REPO, env=env, check=True, capture_output=True
@@ -329,7 +333,7 @@ FEDERATION = {
 pooled model as it happens, as if one server saw the whole stream."""
 
 
-def federation_table(path: Path, truth: Truth, warmup: int, first: int) -> list[str]:
+def federation_table(path: Path, truth: Truth, warmup: int, first: int, base: dict[str, str]) -> list[str]:
     """The same streams with and without the fleet's normal model: the whole fleet after its
     warm-up, and devices that join halfway over their first ``first`` readings."""
     lines = [
@@ -341,8 +345,11 @@ def federation_table(path: Path, truth: Truth, warmup: int, first: int) -> list[
         joiners = late_joiners(path, joined)
         for name, settings in FEDERATION.items():
             for readings, rows in (
-                (f"fleet, after {warmup} each", after_warmup(scores(path, **HIDDEN, **settings), warmup)),
-                (f"late joiners, first {first}", first_readings(scores(joined, **HIDDEN, **settings), joiners, first)),
+                (f"fleet, after {warmup} each", after_warmup(scores(path, base, **HIDDEN, **settings), warmup)),
+                (
+                    f"late joiners, first {first}",
+                    first_readings(scores(joined, base, **HIDDEN, **settings), joiners, first),
+                ),
             ):
                 q = confusion(rows, truth, lambda r: r["is_anomaly"])
                 aucs = " | ".join(
@@ -365,18 +372,20 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="with --fleet: with and without the fleet's normal model, and cold start",
     )
+    add_set_option(parser)
     args = parser.parse_args(argv)
+    base = dict(args.set)
     if args.fleet is None:
-        print("\n".join(nab_table(scores(NAB, FLEAD_FIELDS="value", **HIDDEN))))
+        print("\n".join(nab_table(scores(NAB, base, FLEAD_FIELDS="value", **HIDDEN))))
         return
     truth = fleet_labels(args.fleet)
     if args.federation:
-        print("\n".join(federation_table(args.fleet, truth, args.warmup, first=100)))
+        print("\n".join(federation_table(args.fleet, truth, args.warmup, first=100, base=base)))
         return
     runs = {
-        "label-free": after_warmup(scores(args.fleet, **HIDDEN), args.warmup),
+        "label-free": after_warmup(scores(args.fleet, base, **HIDDEN), args.warmup),
         f"{args.label_delay} readings late": after_warmup(
-            scores(args.fleet, FLEAD_LABEL_DELAY=str(args.label_delay)), args.warmup
+            scores(args.fleet, base, FLEAD_LABEL_DELAY=str(args.label_delay)), args.warmup
         ),
     }
     print("\n".join(fleet_table(runs, truth)))

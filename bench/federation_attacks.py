@@ -1,6 +1,7 @@
 """Attacks on the federation, measured: a clean replay of a generated fleet against attacked ones.
 
     .venv/bin/python -m bench.federation_attacks --devices 200 --rows-per-device 500
+    .venv/bin/python -m bench.federation_attacks --set FLEAD_ROUND_ROWS=20   # every replay with a setting
 
 The fleet is ``bench.fleet``'s (labels visible, so the devices' logistic models learn from
 them). Two attacks, each on the same data as the clean run:
@@ -34,6 +35,7 @@ import orjson
 
 from bench.detection_quality import after_warmup, fleet_labels, roc_auc
 from bench.fleet import START, generate_fleet
+from bench.settings import add_set_option
 from operators.messages import iso_timestamp, parse_timestamp
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,10 +93,12 @@ def flipped(source: Path, target: Path, seed: int) -> set[str]:
     return chosen
 
 
-def replay(source: Path, settings: dict[str, str]) -> tuple[list[dict], dict, dict, float]:
-    """The score rows, the last global model, the summary and the wall time of a replay of ``source``."""
+def replay(source: Path, settings: dict[str, str], base: dict[str, str]) -> tuple[list[dict], dict, dict, float]:
+    """The score rows, the last global model, the summary and the wall time of a replay of
+    ``source`` with ``base`` (``--set``) and ``settings``, which come first."""
     with tempfile.TemporaryDirectory() as out:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLEAD_")}
+        env.update(base)
         env.update(FLEAD_INPUT=str(source), FLEAD_OUT_DIR=out, FLEAD_SCORES="1", FLEAD_PROGRESS_SECONDS="0")
         env.update(FLEAD_REPORT_POINTS="0", **settings)
         started = time.perf_counter()
@@ -132,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows-per-device", type=int, default=500)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--anomaly-rate", type=float, default=0.002)
+    add_set_option(parser)
     args = parser.parse_args(argv)
     lines = [
         "| aggregation | run | weights moved (relative L2) | ROC AUC, calibrated score | ROC AUC, logistic model "
@@ -157,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, settings in AGGREGATIONS.items():
             reference = None
             for run, (path, attacked) in attacks.items():
-                rows, model, summary, seconds = replay(path, settings)
+                rows, model, summary, seconds = replay(path, settings, dict(args.set))
                 reference = reference or model
                 moved = relative_distance(model, reference)
                 score_auc, model_auc = clean_aucs(rows, truth, attacked)
