@@ -34,7 +34,6 @@ import argparse
 import csv
 import json
 import math
-import os
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from pathlib import Path
 import orjson
 
 from bench import nab_score
+from bench.run import flead_env
 from bench.settings import add_set_option
 from operators.messages import iso_timestamp, parse_timestamp
 
@@ -90,9 +90,7 @@ def scores(source: Path, base: dict[str, str], **settings: str) -> list[dict]:
     """The rows of ``scores.jsonl`` from a replay of ``source`` with ``base`` (``--set``) and
     ``settings``, which come first."""
     with tempfile.TemporaryDirectory() as out:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLEAD_")}
-        env.update(base)
-        env.update(FLEAD_INPUT=str(source), FLEAD_OUT_DIR=out, FLEAD_SCORES="1", FLEAD_PROGRESS_SECONDS="0", **settings)
+        env = flead_env(source, Path(out), base, FLEAD_SCORES="1", **settings)
         subprocess.run(
             [sys.executable, "-m", "bytewax.run", "dataflows.flead"], cwd=REPO, env=env, check=True, capture_output=True
         )

@@ -23,7 +23,6 @@ probability on the clean devices after their first 100 readings.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ import orjson
 
 from bench.detection_quality import after_warmup, fleet_labels, roc_auc
 from bench.fleet import START, generate_fleet
+from bench.run import flead_env
 from bench.settings import add_set_option
 from operators.messages import iso_timestamp, parse_timestamp
 
@@ -97,10 +97,7 @@ def replay(source: Path, settings: dict[str, str], base: dict[str, str]) -> tupl
     """The score rows, the last global model, the summary and the wall time of a replay of
     ``source`` with ``base`` (``--set``) and ``settings``, which come first."""
     with tempfile.TemporaryDirectory() as out:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLEAD_")}
-        env.update(base)
-        env.update(FLEAD_INPUT=str(source), FLEAD_OUT_DIR=out, FLEAD_SCORES="1", FLEAD_PROGRESS_SECONDS="0")
-        env.update(FLEAD_REPORT_POINTS="0", **settings)
+        env = flead_env(source, Path(out), base, FLEAD_SCORES="1", FLEAD_REPORT_POINTS="0", **settings)
         started = time.perf_counter()
         subprocess.run(
             [sys.executable, "-m", "bytewax.run", "dataflows.flead"], cwd=REPO, env=env, check=True, capture_output=True

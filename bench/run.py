@@ -51,8 +51,13 @@ def progress(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
-def flead_env(input_path: Path | str, out_dir: Path, **extra: str) -> dict[str, str]:
+def flead_env(
+    input_path: Path | str, out_dir: Path, base: dict[str, str] | None = None, **extra: str
+) -> dict[str, str]:
+    """A replay's environment: none of the caller's ``FLEAD_*``, then ``base`` (``--set``),
+    the input and output, and ``extra``, each over the ones before."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEAD_")}
+    env.update(base or {})
     env.update({"FLEAD_INPUT": str(input_path), "FLEAD_OUT_DIR": str(out_dir), "FLEAD_PROGRESS_SECONDS": "0"})
     env.update(extra)
     return env
