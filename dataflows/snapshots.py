@@ -11,14 +11,15 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
-SNAPSHOT_FORMAT = 11
+SNAPSHOT_FORMAT = 12
 """The shape of the stateful steps' states. Raise it whenever one of their classes changes its
 fields (1: the builds before snapshots were tagged; 2: before the calibrated score's state;
 3: before the run report's state; 4: before shards dropped idle devices; 5: before FedAvg's
 robust rules, bounds and privacy accountant; 6: before FedAvg held its rules as one object;
 7: before a shard kept its devices as arrays; 8: before a round's base lived in the device's
 row, the shards chose the run report's devices, and shard keys were spread over workers; 9: before
-FedAvg kept the order of a replay's batches; 10: before FedAvg kept its recent change norms in order)."""
+FedAvg kept the order of a replay's batches; 10: before FedAvg kept its recent change norms in order;
+11: before the run report thinned its global versions)."""
 
 StoredSnapshot = tuple[int, bytes]
 """What a builder gets back from a recovery store: the format, and the state's pickle."""

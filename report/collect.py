@@ -8,8 +8,14 @@ from math import nan
 from typing import Any
 
 from operators.fedavg import GlobalModel
-from operators.report_sampling import MIN_POINTS_PER_DEVICE, ReportPoint, capacity_per_device, stride
+from operators.report_sampling import MIN_POINTS_PER_DEVICE, ReportPoint, capacity_per_device, is_kept, stride
 from report.data import AnomalyMark, DeviceTrace, ModelVersion, RunReport
+
+TIMELINE_POINTS = 1_000
+"""The federation's charts draw at most this many global versions and as many evaluations,
+evenly spaced (every one of a shorter run, at least half as many of a longer one): a long run
+makes a version every 20 local updates (80,000 for a 100,000-device replay), more than a chart
+can show and, kept whole, memory that grows with the run."""
 
 
 @dataclass(slots=True)
@@ -77,6 +83,12 @@ class ReportCollector:
     readings that the report may keep (``operators/report_sampling.py``), and say which ones
     they stopped drawing; the other devices are only counted, so memory stays bounded however
     large the fleet. This thins the readings as devices arrive and streams grow.
+
+    The global versions are thinned the same way, by version number (:data:`TIMELINE_POINTS`),
+    keeping the newest and every version whose threshold differs from the one before it, so
+    that the device charts draw each threshold from the version that brought it in (the
+    fleet's threshold settles as its score counts grow, so such versions are few; FedAvg makes
+    the versions in order). The evaluations are thinned by the order they came in.
     """
 
     def __init__(self, points: int) -> None:
@@ -88,7 +100,14 @@ class ReportCollector:
         """The devices drawn."""
         self.undrawn: set[str] = set()
         self.models: list[ModelVersion] = []
-        self.evaluations: list[dict[str, Any]] = []
+        """The global versions kept (see above)."""
+        self.newest: ModelVersion | None = None
+        self.versions_before = 0
+        """The versions made before the run's first (a run that went on from earlier versions
+        counts its own from 1, for spacing)."""
+        self.evaluations: list[tuple[int, dict[str, Any]]] = []
+        """The evaluations kept, each with its place among all of them, from 1."""
+        self.evaluations_seen = 0
 
     @property
     def capacity(self) -> int:
@@ -147,26 +166,64 @@ class ReportCollector:
                 trail.readings += readings
 
     def add_model(self, model: GlobalModel) -> None:
-        self.models.append(
-            ModelVersion(
-                model.version, model.timestamp, model.threshold, model.accuracy, model.num_devices, model.samples
-            )
+        version = ModelVersion(
+            model.version, model.timestamp, model.threshold, model.accuracy, model.num_devices, model.samples
         )
+        previous = self.newest
+        if previous is None:
+            self.versions_before = version.version - 1
+        if previous is None or version.version > previous.version:
+            self.newest = version
+        changed = previous is None or version.threshold != previous.threshold
+        if changed or is_kept(version.version - self.versions_before, TIMELINE_POINTS):
+            self.models.append(version)
+            if len(self.models) > 2 * TIMELINE_POINTS:
+                spacing = stride(self.newest.version - self.versions_before, TIMELINE_POINTS)
+                self.models = _fewer_versions(self.models, spacing, self.versions_before)
 
     def add_evaluation(self, row: dict[str, Any]) -> None:
-        self.evaluations.append(row)
+        self.evaluations_seen = seen = self.evaluations_seen + 1
+        if is_kept(seen, TIMELINE_POINTS):
+            self.evaluations.append((seen, row))
+            if len(self.evaluations) > 2 * TIMELINE_POINTS:
+                self.evaluations = self._spaced_evaluations()
+
+    def _spaced_evaluations(self) -> list[tuple[int, dict[str, Any]]]:
+        spacing = stride(self.evaluations_seen, TIMELINE_POINTS)
+        return [(n, row) for n, row in self.evaluations if n % spacing == 0]
 
     def report(self, summary: dict[str, Any]) -> RunReport:
         capacity = self.capacity
         traces = [_trace(device_id, trail, capacity) for device_id, trail in self.devices.items()]
         traces.sort(key=lambda trace: (-trace.anomaly_count, trace.device_id))
+        models = self.models
+        if self.newest is not None:
+            spacing = stride(self.newest.version - self.versions_before, TIMELINE_POINTS)
+            models = _fewer_versions(models, spacing, self.versions_before)
+            if models[-1] != self.newest:
+                models.append(self.newest)
         return RunReport(
             summary=summary,
             devices=traces,
-            models=sorted(self.models, key=lambda model: model.version),
-            evaluations=sorted(self.evaluations, key=lambda row: (row["global_version"], row["window_start"])),
+            models=models,
+            evaluations=sorted(
+                (row for _, row in self._spaced_evaluations()),
+                key=lambda row: (row["global_version"], row["window_start"]),
+            ),
             undrawn_devices=len(self.undrawn),
         )
+
+
+def _fewer_versions(models: list[ModelVersion], spacing: int, versions_before: int) -> list[ModelVersion]:
+    """The versions on ``spacing`` (counted after ``versions_before``), and each whose threshold
+    differs from the version before it in ``models`` (which hold every such version)."""
+    kept = []
+    threshold: object = object()  # no threshold yet: every first version is kept
+    for model in sorted(models, key=lambda model: model.version):
+        if (model.version - versions_before) % spacing == 0 or model.threshold != threshold:
+            kept.append(model)
+        threshold = model.threshold
+    return kept
 
 
 def _fewer_marks(marks: list[AnomalyMark]) -> list[AnomalyMark]:

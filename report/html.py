@@ -78,7 +78,7 @@ def _totals(report: RunReport) -> str:
         ("rows rejected", summary.get("rows_rejected")),
         *((f"{severity} anomalies", anomalies.get(severity, 0)) for severity in severities),
         ("devices", len(report.devices) + report.undrawn_devices),
-        ("global versions", summary.get("global_versions", len(report.models))),
+        ("global versions", summary.get("global_versions", report.models[-1].version if report.models else 0)),
     ]
     items = "".join(
         f'<div class="card {escape(label.split()[0])}"><div class="number">{_count(value)}</div>'
@@ -138,7 +138,8 @@ def _federation_section(models: list[ModelVersion], evaluations: list[dict[str, 
             '<div id="chart-models" class="chart"></div><p class="explain">Each global model version that '
             "federated averaging produced, placed at the event time of the newest reading behind it. Top: "
             "its score threshold and the devices' accuracy on the labelled readings of the rounds behind it "
-            "(no line without labels). Bottom: how many devices had contributed to it.</p>"
+            "(no line without labels). Bottom: how many devices had contributed to it. A long run draws "
+            "evenly spaced versions, the newest, and every version that changed the threshold.</p>"
         )
     else:
         versions = '<p class="empty">No global model versions in this run.</p>'

@@ -11,7 +11,9 @@ from operators.local_model import ModelParameters
 from operators.messages import Telemetry
 from operators.report_sampling import MIN_POINTS_PER_DEVICE, ReportPoint, report_point
 from operators.shard import DeviceLimits, ShardState
-from report.collect import ReportCollector
+from report.collect import TIMELINE_POINTS, ReportCollector
+from report.data import ModelVersion, RunReport
+from report.html import _threshold_steps
 
 SETTINGS = DetectionSettings(window=20, short_window=5, warmup=5, round_rows=50, round_seconds=0)
 
@@ -107,6 +109,46 @@ def test_global_versions_and_evaluations_come_out_in_order():
         (3, 180.0, 0.5, 80),
     ]
     assert [row["f1"] for row in report.evaluations] == [0.25, 0.5]
+
+
+def version(number: int, threshold: float) -> GlobalModel:
+    return GlobalModel(number, ModelParameters({}, 0.0), 0.5, 3, 2, 40, 60.0 * number, threshold=threshold)
+
+
+@pytest.mark.parametrize("first", [1, 1_000_001])  # a run that went on from earlier versions draws as many
+def test_a_long_run_keeps_evenly_spaced_versions_the_newest_and_every_threshold_change(first):
+    # the threshold moves at a few versions that no spacing would keep, and back
+    thresholds = {first + 13: 0.6, first + 2_777: 0.55, first + 9_001: 0.6}
+
+    def threshold_at(number: int) -> float:
+        changes = [t for n, t in thresholds.items() if n <= number]
+        return changes[-1] if changes else 0.5
+
+    collector = ReportCollector(1_000)
+    last = first + 9_998
+    for number in range(first, last + 1):
+        collector.add_model(version(number, threshold_at(number)))
+        assert len(collector.models) <= 2 * TIMELINE_POINTS + len(thresholds) + 1
+    report = collector.report({})
+    kept = [model.version - first + 1 for model in report.models]
+    # 9,999 versions: every 16th (624) as the spacing that keeps at most 1,000, the newest,
+    # and the first version and the three that changed the threshold
+    spaced = list(range(16, 9_999, 16))
+    assert kept == sorted({*spaced, 9_999, 1, *(n - first + 1 for n in thresholds)})
+    # the device charts draw the same thresholds from these versions as from all of them
+    every = [ModelVersion(n, 60.0 * n, threshold_at(n), 0.5, 3, 40) for n in range(first, last + 1)]
+    whole = RunReport({}, [], every, [])
+    assert _threshold_steps(report) == _threshold_steps(whole)
+
+
+def test_a_long_run_keeps_a_bounded_number_of_evaluations_evenly_spread():
+    collector = ReportCollector(1_000)
+    rows = 5 * TIMELINE_POINTS
+    for n in range(1, rows + 1):
+        collector.add_evaluation({"global_version": n, "window_start": "2024-01-01T00:00:00.000Z", "f1": 0.5})
+        assert len(collector.evaluations) <= 2 * TIMELINE_POINTS
+    kept = [row["global_version"] for row in collector.report({}).evaluations]
+    assert kept == list(range(8, rows + 1, 8))  # 5,000: every eighth keeps 625
 
 
 @pytest.mark.parametrize("alert_gap", [4, 1])  # 29 alerts, all kept; 698, too many to keep
