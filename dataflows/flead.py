@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 
-from dataflows import garbage_collection, stopping
+from dataflows import allocator, garbage_collection, stopping
 from dataflows.config import AlertSettings, KafkaSettings, Settings, start_or_exit
 from dataflows.initial_model import InitialModelSource, starting_model
 from dataflows.loopback import loopback_path
@@ -363,6 +363,7 @@ def prepared_flow(settings: Settings) -> Dataflow:
     flow = build_flow(settings, newest, initial)
     stopping.install()
     garbage_collection.collect_less_often()
+    allocator.return_large_blocks()
     return flow
 
 
