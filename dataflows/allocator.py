@@ -19,8 +19,8 @@ def return_large_blocks() -> bool:
     rather than return it. A shard's device arrays grow by a quarter at a time, each growth
     freeing the arrays before it: with the moving threshold those freed arrays stayed in the
     process. Replaying 100,000 one-field devices without the run report, the process held
-    477 MiB while the rows flowed (a peak of 498 MiB while the arrays grew) and 444 MiB (a
-    peak of 461 MiB) with the threshold kept, about 380 bytes less per device. The cost is a
+    466 MiB while the rows flowed (a peak of 486 MiB while the arrays grew) and 433 MiB (a
+    peak of 451 MiB) with the threshold kept, 340 to 370 bytes less per device. The cost is a
     system call for each large block, which the dataflow allocates per batch, not per
     reading: the benchmark fleet's replay used 0.1 to 0.2 s more system time in about 10 s
     of CPU, within the noise of its total.
