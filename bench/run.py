@@ -199,24 +199,24 @@ def memory(sizes: list[int], work: Path) -> dict[str, Any]:
     memory is bounded by ``FLEAD_REPORT_POINTS`` whatever the fleet, and drawing it at the end
     of a replay makes the peak of a small fleet's run, which would hide part of what each
     device costs."""
-    with tempfile.TemporaryDirectory() as out:
-        tiny = work / "fleet-1.jsonl"
-        generate_fleet(tiny, devices=1, rows=110, fields=1)
-        _, baseline = run_measured(
-            [sys.executable, "-m", "bytewax.run", "dataflows.flead"],
-            flead_env(tiny, Path(out), FLEAD_REPORT_POINTS="0"),
-        )
+
+    def replay_without_report(path: Path) -> tuple[float, int]:
+        with tempfile.TemporaryDirectory() as out:
+            return run_measured(
+                [sys.executable, "-m", "bytewax.run", "dataflows.flead"],
+                flead_env(path, Path(out), FLEAD_REPORT_POINTS="0"),
+            )
+
+    tiny = work / "fleet-1.jsonl"
+    generate_fleet(tiny, devices=1, rows=110, fields=1)
+    _, baseline = replay_without_report(tiny)
     result: dict[str, Any] = {"baseline_rss_bytes": baseline}
     for devices in sizes:
         path = work / f"fleet-{devices}-1field.jsonl"
         progress(f"memory: generating {devices:,} one-field devices")
         generate_fleet(path, devices=devices, rows=devices * 110, fields=1)
         progress(f"memory: replaying {devices:,} devices")
-        with tempfile.TemporaryDirectory() as out:
-            seconds, rss = run_measured(
-                [sys.executable, "-m", "bytewax.run", "dataflows.flead"],
-                flead_env(path, Path(out), FLEAD_REPORT_POINTS="0"),
-            )
+        seconds, rss = replay_without_report(path)
         path.unlink()
         result[str(devices)] = {
             "peak_rss_bytes": rss,
