@@ -3,7 +3,9 @@
 The same operators the dataflow runs, with FLEAD's default settings: every line decoded and
 validated (``decode_message``), one ``ShardState`` holding every device, its local updates
 into a ``FedAvgAggregator``, and each batch's newest global model handed to the shard before
-the next batch, as the dataflow's loopback does. No Bytewax, no sharding, no outputs.
+the next batch, as the dataflow's loopback does. No Bytewax, no sharding, no outputs. The
+cyclic garbage collector runs as often as in the dataflow's process
+(``dataflows/garbage_collection.py``), and as before once the loop is done.
 
 Beside the River loop, which does the same model work, it shows how much of the gap between
 FLEAD and that loop is FLEAD's own per-reading work (validation, live evaluation, the round's
@@ -14,6 +16,7 @@ accuracy and loss, explanations) and how much is the dataflow and its outputs.
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
 from itertools import islice
@@ -23,12 +26,22 @@ from typing import Any
 import orjson
 
 from dataflows.config import load_settings
+from dataflows.garbage_collection import collect_less_often
 from operators.fedavg import FedAvgAggregator, GlobalModel
 from operators.messages import Telemetry, decode_message
 from operators.shard import ShardState
 
 
 def run(path: Path | str) -> dict[str, Any]:
+    threshold = gc.get_threshold()
+    collect_less_often()
+    try:
+        return _run(path)
+    finally:
+        gc.set_threshold(*threshold)
+
+
+def _run(path: Path | str) -> dict[str, Any]:
     settings = load_settings({"FLEAD_INPUT": str(path)})
     shard = ShardState(settings.detection, emit_scores=False, limits=settings.limits)
     fedavg = FedAvgAggregator(

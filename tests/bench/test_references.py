@@ -1,8 +1,10 @@
+import gc
 import math
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from bench.fleet import FleetStats, generate_fleet
 from bench.references import flead_logic_loop, floor_loop, pyflink_job, river_loop
 from bench.references.device_logic import FEDAVG_EVERY, WARMUP, WINDOW, FedAvg, Model, Window
+from dataflows.garbage_collection import ALLOCATIONS_PER_COLLECTION
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +65,28 @@ def test_flead_logic_loop_closes_the_same_rounds_as_the_river_loop(fleet: tuple[
     assert 0 < result["anomalies"] < 0.2 * stats.records
     assert result["local_updates"] == stats.devices * (150 // 7)
     assert result["global_versions"] == result["local_updates"] // FEDAVG_EVERY
+
+
+def test_flead_logic_loop_collects_garbage_as_the_dataflow_does_then_as_before(
+    fleet: tuple[Path, FleetStats], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, _ = fleet
+    during = []
+    loop = flead_logic_loop._run
+
+    def recorded(fleet_path: Path | str) -> dict[str, Any]:
+        during.append(gc.get_threshold())
+        return loop(fleet_path)
+
+    monkeypatch.setattr(flead_logic_loop, "_run", recorded)
+    outside = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    try:
+        flead_logic_loop.run(path)
+        assert during == [(ALLOCATIONS_PER_COLLECTION, 10, 10)]
+        assert gc.get_threshold() == (700, 10, 10)
+    finally:
+        gc.set_threshold(*outside)
 
 
 def test_window_z_is_against_the_window_before_the_reading() -> None:
