@@ -670,7 +670,7 @@ class DeviceArrays(RowArrays):
         device.readings = int(self.readings[row])
         if self.trained[row]:
             device.model.load(ModelParameters(dict(zip(FEATURE_NAMES, self.weights[row].tolist(), strict=True))))
-        device.model._model.intercept = float(self.intercept[row])
+        device.model.intercept = float(self.intercept[row])
         pending = self.pending_labels[row]
         if pending is not None:
             device.pending_labels = deque(
