@@ -19,7 +19,6 @@ import math
 from array import array
 
 import numpy as np
-from scipy.special import erfc
 
 from operators.normal_model import Moments
 
@@ -80,13 +79,18 @@ def rarest(log_tail_probability: float, k: int) -> float:
 
 
 def log_tail_many(z: np.ndarray) -> np.ndarray:
-    """:func:`log_tail` of each of ``z``, by the same formulas (SciPy's ``erfc`` for ``math.erfc``).
+    """:func:`log_tail` of each of ``z``, by the same formulas, ``math.erfc`` included.
 
-    >>> bool(np.allclose(log_tail_many(np.array([0.0, 3.0, 40.0])), [log_tail(0.0), log_tail(3.0), log_tail(40.0)]))
+    numpy has no ``erfc``; SciPy's costs 27 MB and 0.2 s to import into every process, for
+    about 20 µs a step of 500 readings over ``math.erfc`` one value at a time.
+
+    >>> z = [0.0, 3.0, 19.9, 40.0]
+    >>> bool(np.allclose(log_tail_many(np.array(z)), [log_tail(x) for x in z], rtol=1e-15, atol=0))
     True
     """
+    halves = np.fromiter(map(math.erfc, (z * _SQRT_HALF).tolist()), np.float64, len(z))
     with np.errstate(divide="ignore", invalid="ignore"):  # each formula where the other one is used
-        near = np.log(0.5 * erfc(z * _SQRT_HALF))
+        near = np.log(0.5 * halves)
         z2 = z * z
         far = -0.5 * z2 - np.log(z) - _LOG_SQRT_2PI + np.log1p(-1.0 / z2 + 3.0 / (z2 * z2))
     return np.where(z < 20.0, near, far)
