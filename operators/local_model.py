@@ -64,9 +64,9 @@ class LocalModel:
     """A device's logistic model, trained one labelled reading at a time.
 
     River's ``LogisticRegression`` with log loss, plain SGD at a constant rate for the weights
-    and the intercept, and no regularisation defines it: the weights are a dict, as River's
-    are, and every step and score does River's operations on the same numbers in the same
-    order, so the weights come out bit for bit the same
+    and the intercept, and no regularisation defines it: the weights are a plain dict, and
+    every step and score does River's operations on the same numbers in the same order, so
+    the weights come out bit for bit the same
     (``tests/operators/test_local_model.py`` holds it to ``learn_one``). The dataflow does not
     import River itself: its linear models bring SciPy's statistics, 0.7 s at every start.
 
