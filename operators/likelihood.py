@@ -87,8 +87,11 @@ def log_tail_many(z: np.ndarray) -> np.ndarray:
     >>> z = [0.0, 3.0, 19.9, 40.0]
     >>> bool(np.allclose(log_tail_many(np.array(z)), [log_tail(x) for x in z], rtol=1e-15, atol=0))
     True
+    >>> log_tail_many(np.array([z, z])).shape
+    (2, 4)
     """
-    halves = np.fromiter(map(math.erfc, (z * _SQRT_HALF).tolist()), np.float64, len(z))
+    scaled = (z * _SQRT_HALF).ravel()
+    halves = np.fromiter(map(math.erfc, scaled.tolist()), np.float64, scaled.size).reshape(np.shape(z))
     with np.errstate(divide="ignore", invalid="ignore"):  # each formula where the other one is used
         near = np.log(0.5 * halves)
         z2 = z * z
