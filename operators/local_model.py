@@ -89,7 +89,7 @@ class LocalModel:
 
     def __getstate__(self) -> tuple[float, float, dict[str, float], float]:
         """Settings, weights and intercept: the whole state, as four values."""
-        return self.learning_rate, self.positive_weight, dict(self.weights), self.intercept
+        return self.learning_rate, self.positive_weight, self.weights, self.intercept
 
     def __setstate__(self, state: tuple[float, float, dict[str, float], float]) -> None:
         self.learning_rate, self.positive_weight, weights, self.intercept = state

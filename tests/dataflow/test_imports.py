@@ -1,8 +1,7 @@
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.flead_runs import REPO
 
 
 def test_the_dataflow_is_built_without_importing_river_scipy_or_plotly():
