@@ -319,28 +319,24 @@ class DeviceArrays(RowArrays):
         if starting.any():
             self._start_rounds(rows[starting], timestamps[starting], global_model)
 
-        # Each reading's fields in a (devices × fields) layout, padded with -1 slots.
-        slot_lists = []
-        value_lists = []
-        for reading, row in zip(readings, rows.tolist(), strict=True):
-            mine = self.slots[row]
-            slot_list = []
-            for name in reading.values:
-                slot = mine.get(name)
-                if slot is None:
-                    slot = mine[name] = fields.new_row()
-                slot_list.append(slot)
-            slot_lists.append(slot_list)
-            value_lists.append(list(reading.values.values()))
-        counts = np.fromiter(map(len, slot_lists), np.int64, n)
-        width = int(counts.max())
+        # Each reading's fields, one after the other: their slots, values and counts.
+        slot_list: list[int | None] = []
+        value_list: list[float] = []
+        count_list: list[int] = []
+        slots = self.slots
+        row_list = rows.tolist()
+        for reading, row in zip(readings, row_list, strict=True):
+            reading_values = reading.values
+            slot_list.extend(map(slots[row].get, reading_values))
+            value_list.extend(reading_values.values())
+            count_list.append(len(reading_values))
+        if None in slot_list:  # a device's first reading of a field: its slot now
+            slot_list = self._field_slots(readings, row_list)
+        counts = np.array(count_list, np.int64)
+        width = max(count_list)
         present = np.arange(width) < counts[:, None]
-        if width == 1:
-            flat_slots = np.array([s[0] for s in slot_lists])
-            values = np.array([v[0] for v in value_lists])
-        else:
-            flat_slots = np.fromiter((s for slot_list in slot_lists for s in slot_list), np.int64)
-            values = np.fromiter((v for value_list in value_lists for v in value_list), np.float64)
+        flat_slots = np.array(slot_list, np.int64)
+        values = np.array(value_list, np.float64)
         owner = np.repeat(everyone, counts)
 
         # The fields' windows and forecasters (DeviceState.observe's loop over the fields).
@@ -487,6 +483,18 @@ class DeviceArrays(RowArrays):
             np.stack((forecast_error, spread_ratio, level, relation), axis=1),
             updates,
         )
+
+    def _field_slots(self, readings: list[Telemetry], rows: list[int]) -> list[int]:
+        """Each reading's fields' slots, one after the other, a slot made for each new field."""
+        found = []
+        for reading, row in zip(readings, rows, strict=True):
+            mine = self.slots[row]
+            for name in reading.values:
+                slot = mine.get(name)
+                if slot is None:
+                    slot = mine[name] = self.fields.new_row()
+                found.append(slot)
+        return found
 
     def _start_rounds(self, rows: np.ndarray, timestamps: np.ndarray, global_model: GlobalModel | None) -> None:
         """``DeviceState._start_round``: a device whose model is older than the newest global
