@@ -15,7 +15,7 @@ of each stream and the report thins it further when the stream ends.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -43,6 +43,23 @@ class ReportPoint(NamedTuple):
     field: str
     """The field whose evidence was rarest (an anomaly's; empty otherwise)."""
     alert: bool
+
+
+class ReportPoints(list[ReportPoint]):
+    """A shard's points of one batch, as they go to the summary's worker.
+
+    They cross between processes as plain tuples: pickle calls back into Python for each
+    named tuple, and a point took 1.28 µs to dump and load that way against 0.32 µs as a
+    tuple (300 points of the benchmark fleet's shape).
+    """
+
+    def __reduce__(self) -> tuple[Any, tuple[list[tuple[Any, ...]]]]:
+        return _report_points, ([tuple(point) for point in self],)
+
+
+def _report_points(rows: list[tuple[Any, ...]]) -> ReportPoints:
+    new = tuple.__new__
+    return ReportPoints([new(ReportPoint, row) for row in rows])
 
 
 def report_point(detection: Detection) -> ReportPoint:

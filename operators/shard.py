@@ -23,6 +23,7 @@ from operators.messages import MessageLimits, RawMessage, Rejection, Telemetry, 
 from operators.report_sampling import (
     MIN_POINTS_PER_DEVICE,
     ReportPoint,
+    ReportPoints,
     capacity_per_device,
     is_kept,
     kept_many,
@@ -142,7 +143,7 @@ class ShardResult:
 
     detections: list[Detection] = field(default_factory=list)
     """The flagged readings; every reading when scores are asked for."""
-    report: list[ReportPoint] = field(default_factory=list)
+    report: ReportPoints = field(default_factory=ReportPoints)
     """The readings the run report may keep (``operators/report_sampling.py``) and the
     anomalies, of the devices it draws."""
     updates: list[LocalUpdate] = field(default_factory=list)
@@ -255,7 +256,7 @@ class ShardState:
             segment.append((place, row, item))
         self._observe(segment, now, report_capacity, counters, collected)
         result.detections = collected.in_order(collected.detections)
-        result.report = collected.in_order(collected.report)
+        result.report = ReportPoints(collected.in_order(collected.report))
         result.updates = collected.in_order(collected.updates)
         self.clock = clock
         idle_seconds = self.device_limits.idle_seconds

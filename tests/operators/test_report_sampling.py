@@ -1,7 +1,18 @@
+import pickle
+import pickletools
+
 import numpy as np
 import pytest
 
-from operators.report_sampling import MIN_POINTS_PER_DEVICE, capacity_per_device, is_kept, kept_many, stride
+from operators.report_sampling import (
+    MIN_POINTS_PER_DEVICE,
+    ReportPoint,
+    ReportPoints,
+    capacity_per_device,
+    is_kept,
+    kept_many,
+    stride,
+)
 
 
 @pytest.mark.parametrize("capacity", [1, 3, 50, 64])
@@ -32,3 +43,19 @@ def test_a_large_fleet_still_gets_the_minimum_per_device():
 def test_the_array_form_keeps_the_readings_is_kept_keeps(capacity):
     indexes = np.concatenate([np.arange(1, 70_000), [2**40 - 1, 2**40, 2**40 + 2**20, 2**52]])
     assert kept_many(indexes, capacity).tolist() == [is_kept(n, capacity) for n in indexes.tolist()]
+
+
+def test_a_batch_of_points_crosses_processes_as_plain_tuples_and_arrives_as_points():
+    points = ReportPoints(
+        [
+            ReportPoint("pump-1", 7, 1.7e9, {"value": 1.5}, 0.2, None, "", False),
+            ReportPoint("pump-2", 1, 1.7e9 + 60, {"a": 1.0, "b": -2.0}, 0.9, "critical", "b", True),
+        ]
+    )
+    pickled = pickle.dumps(points, protocol=pickle.HIGHEST_PROTOCOL)
+    opcodes = {opcode.name for opcode, _, _ in pickletools.genops(pickled)}
+    assert "NEWOBJ" not in opcodes  # a list of named tuples makes each point with cls.__new__
+    arrived = pickle.loads(pickled)
+    assert type(arrived) is ReportPoints and arrived == points
+    assert [type(point) for point in arrived] == [ReportPoint, ReportPoint]
+    assert arrived[1].severity == "critical" and arrived[1].values == {"a": 1.0, "b": -2.0}
