@@ -1,4 +1,4 @@
-"""glibc's allocator, set so that the large arrays the shards outgrow go back to the system."""
+"""glibc's allocator, set so that large freed blocks go back to the system."""
 
 from __future__ import annotations
 
@@ -16,14 +16,11 @@ def return_large_blocks() -> bool:
 
     glibc starts at 128 KiB but raises the threshold to the size of each mapped block freed,
     up to 32 MiB, and blocks below it come from the heap, which keeps freed memory for reuse
-    rather than return it. A shard's device arrays grow by a quarter at a time, each growth
-    freeing the arrays before it: with the moving threshold those freed arrays stayed in the
-    process. Replaying 100,000 one-field devices without the run report, the process held
-    466 MiB while the rows flowed (a peak of 486 MiB while the arrays grew) and 433 MiB (a
-    peak of 451 MiB) with the threshold kept, 340 to 370 bytes less per device. The cost is a
-    system call for each large block, which the dataflow allocates per batch, not per
-    reading: the benchmark fleet's replay used 0.1 to 0.2 s more system time in about 10 s
-    of CPU, within the noise of its total.
+    rather than return it. Replaying 100,000 one-field devices without the run report, the
+    process peaked at 356 MiB with the moving threshold and at 352 MiB with it kept, 55 bytes
+    less per device. The cost is a system call for each large block, which the dataflow
+    allocates per batch, not per reading: the benchmark fleet's replay used 0.1 to 0.2 s more
+    system time in about 10 s of CPU, within the noise of its total.
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt  # the C library the interpreter runs on
