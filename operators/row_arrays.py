@@ -44,7 +44,7 @@ class RowArrays:
         for name, column in self.columns.items():
             shape = (capacity, *column.shape)
             try:
-                getattr(self, name).resize(shape)  # refused while anything else references the array
+                getattr(self, name).resize(shape)  # refused: not its own memory, or referenced elsewhere
             except ValueError:
                 grown = np.empty(shape, dtype=column.dtype)
                 grown[:old] = getattr(self, name)

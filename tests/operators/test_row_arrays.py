@@ -35,7 +35,7 @@ def test_released_rows_are_reset_and_handed_out_again_before_the_arrays_grow():
 
 
 def test_a_growth_does_not_hold_the_old_arrays_beside_the_new_ones():
-    """Copying into new arrays held both while it copied: a shard's largest arrays, twice."""
+    """A growth holds no second copy of the arrays: a shard's largest are tens of megabytes."""
 
     class Rings(RowArrays):
         columns: ClassVar[dict[str, Column]] = {"ring": Column((100,), np.float64, 0.0)}
