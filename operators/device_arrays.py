@@ -486,15 +486,15 @@ class DeviceArrays(RowArrays):
 
     def _field_slots(self, readings: list[Telemetry], rows: list[int]) -> list[int]:
         """Each reading's fields' slots, one after the other, a slot made for each new field."""
-        found = []
-        for reading, row in zip(readings, rows, strict=True):
-            mine = self.slots[row]
-            for name in reading.values:
-                slot = mine.get(name)
-                if slot is None:
-                    slot = mine[name] = self.fields.new_row()
-                found.append(slot)
-        return found
+        return [self._slot(row, name) for reading, row in zip(readings, rows, strict=True) for name in reading.values]
+
+    def _slot(self, row: int, name: str) -> int:
+        """The slot of field ``name`` of the device in ``row``, made if the field is new."""
+        slots = self.slots[row]
+        slot = slots.get(name)
+        if slot is None:
+            slot = slots[name] = self.fields.new_row()
+        return slot
 
     def _start_rounds(self, rows: np.ndarray, timestamps: np.ndarray, global_model: GlobalModel | None) -> None:
         """``DeviceState._start_round``: a device whose model is older than the newest global
@@ -705,11 +705,9 @@ class DeviceArrays(RowArrays):
 
     def store(self, row: int, device: DeviceState) -> None:
         """Put the state of ``device`` (made by :meth:`device` from ``row``) back into the row."""
-        fields, slots = self.fields, self.slots[row]
+        fields = self.fields
         for name, window in device.windows.items():
-            slot = slots.get(name)
-            if slot is None:
-                slot = slots[name] = fields.new_row()
+            slot = self._slot(row, name)
             fields.ring[slot] = np.frombuffer(window._ring, np.float64)
             fields.pos[slot], fields.count[slot], fields.pushes[slot] = window._pos, window.count, window._pushes
             fields.shift[slot], fields.sum[slot], fields.sumsq[slot] = window._shift, window._sum, window._sumsq
