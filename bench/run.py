@@ -89,10 +89,11 @@ def run_measured(command: list[str], env: dict[str, str]) -> tuple[float, int]:
     return seconds, int(rss)
 
 
-def flead_replay(path: Path, processes: int) -> dict[str, Any]:
-    """The full pipeline on a replayed file; records/s over the time the rows were flowing."""
+def flead_replay(path: Path, processes: int, settings: dict[str, str] | None = None) -> dict[str, Any]:
+    """The full pipeline on a replayed file, with ``settings`` over the defaults; records/s
+    over the time the rows were flowing."""
     with tempfile.TemporaryDirectory() as out:
-        env = flead_env(path, Path(out))
+        env = flead_env(path, Path(out), settings)
         command = [sys.executable, "-m", "bytewax.run", "dataflows.flead"]
         started = time.perf_counter()
         if processes == 1:
