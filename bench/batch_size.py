@@ -1,7 +1,7 @@
 """What the replay's batch size trades: speed in one and two processes, against how soon the
 devices get the fleet's model.
 
-    .venv/bin/python -m bench.batch_size                          # about 8 minutes
+    .venv/bin/python -m bench.batch_size                          # about 5 minutes
     .venv/bin/python -m bench.batch_size --sizes 1000 4000 --pairs 3
 
 A replay keeps its source in step with FedAvg (``operators/replay_lockstep.py``): a global
