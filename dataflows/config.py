@@ -344,7 +344,13 @@ SETTINGS: tuple[Setting, ...] = (
         _non_negative_float,
         "Messages stamped further than this ahead of the wall clock are rejected.",
     ),
-    Setting("FLEAD_BATCH_SIZE", "1000", _positive_int, "Records per replay batch."),
+    Setting(
+        "FLEAD_BATCH_SIZE",
+        "1000",
+        _positive_int,
+        "Records per replay batch. Larger batches replay faster but bring each global model to the devices "
+        "later, which costs false alarms (docs/performance.md).",
+    ),
     Setting(
         "FLEAD_KAFKA_BROKERS",
         "",
