@@ -30,6 +30,7 @@ from bench.detection_quality import (
     FLEET_DECIDERS,
     HIDDEN,
     NAB,
+    Truth,
     after_warmup,
     alert_score,
     confusion,
@@ -58,11 +59,12 @@ def speed(fleet: Path, sizes: list[int], pairs: int) -> dict[int, list[tuple[flo
     return found
 
 
-def quality(labelled: Path, size: int) -> tuple[dict[str, float], float]:
-    """``is_anomaly``'s confusion on the labelled fleet, and NAB's standard score of the alerts."""
+def quality(labelled: Path, truth: Truth, size: int) -> tuple[dict[str, float], float]:
+    """``is_anomaly``'s confusion on the labelled fleet (``truth``: its labels), and NAB's
+    standard score of the alerts."""
     setting = {"FLEAD_BATCH_SIZE": str(size)}
     fleet_rows = after_warmup(scores(labelled, setting, **HIDDEN), warmup=100)
-    fleet = confusion(fleet_rows, fleet_labels(labelled), IS_ANOMALY)
+    fleet = confusion(fleet_rows, truth, IS_ANOMALY)
     corpus = nab_corpus(scores(NAB, setting, FLEAD_FIELDS="value", **HIDDEN), alert_score, nab_windows())
     return fleet, nab_score.best(corpus, nab_score.PROFILES["standard"]).score
 
@@ -96,10 +98,11 @@ def main(argv: list[str] | None = None) -> None:
         generate_fleet(fleet)
         generate_fleet(labelled, devices=200, rows_per_device=1000, seed=11, anomaly_rate=0.002)
         found = speed(fleet, args.sizes, args.pairs)
+        truth = fleet_labels(labelled)
         quality_by_size = {}
         for size in args.sizes:
             progress(f"quality, FLEAD_BATCH_SIZE={size}")
-            quality_by_size[size] = quality(labelled, size)
+            quality_by_size[size] = quality(labelled, truth, size)
     print(f"Machine: {platform.machine()}, Python {platform.python_version()}; medians of {args.pairs} pairs.\n")
     print(markdown(found, quality_by_size))
 
